@@ -1,0 +1,17 @@
+"""Error classes: every expected failure is one of these, with a one-line message."""
+
+
+class DaskPipelineError(Exception):
+    """Base of every error the CLI reports as one line (anything else is a bug)."""
+
+
+class ConfigError(DaskPipelineError):
+    """A config file, preset, profile or override is invalid; the message names the dotted key."""
+
+
+class DataError(DaskPipelineError):
+    """Market data is missing or malformed; the message names the file, symbol and row."""
+
+
+class ClusterError(DaskPipelineError):
+    """A cluster cannot be started or reached, or its workers are unfit for the run."""
