@@ -1,0 +1,139 @@
+"""CSV import: header spellings, adjusted closes, time columns and zones, directories, all or nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dask_pipeline.data import import_csv, list_symbols, load_bars, read_csv_bars, validate_store
+from dask_pipeline.errors import DataError
+from tests.data.samples import good_rows, tree, write_csv
+
+UTC = "UTC"
+
+
+def test_headers_match_ignoring_case_and_spaces_and_extra_columns_are_dropped(tmp_path):
+    path = write_csv(
+        tmp_path / "msft.csv",
+        ["2020-01-02, 10 ,11,9,10.5,100,x", "2020-01-03,10.5,12,10,11,200,y"],
+        header=" DATE ,Open,  HIGH,low  ,Close,VoLuMe,Notes",
+    )
+    assert import_csv(path, tmp_path / "out") == ["MSFT"]
+    bars = load_bars(tmp_path / "out", "MSFT", dtype="float64")
+    expected = pd.DataFrame(
+        {"open": [10.0, 10.5], "high": [11.0, 12.0], "low": [9.0, 10.0], "close": [10.5, 11.0], "volume": [100.0, 200.0]},
+        index=pd.DatetimeIndex(["2020-01-02", "2020-01-03"], tz=UTC, name="timestamp").as_unit("ns"),
+    )
+    pd.testing.assert_frame_equal(bars, expected)
+
+
+@pytest.mark.parametrize("adj_header", ["Adj Close", "adj_close", "ADJCLOSE", " adj  close "])
+def test_adj_close_scales_all_four_prices_and_keeps_volume(tmp_path, adj_header):
+    path = write_csv(
+        tmp_path / "aapl.csv",
+        ["2020-01-02,10,11,9,10,5,100", "2020-01-03,10,12,9.5,11,5.5,200", "2020-01-06,11,11,10,10,2.5,300"],
+        header=f"Date,Open,High,Low,Close,{adj_header},Volume",
+    )
+    bars = read_csv_bars(path)
+    np.testing.assert_allclose(bars["close"], [5.0, 5.5, 2.5])
+    np.testing.assert_allclose(bars["open"], [5.0, 5.0, 2.75])
+    np.testing.assert_allclose(bars["high"], [5.5, 6.0, 2.75])
+    np.testing.assert_allclose(bars["low"], [4.5, 4.75, 2.5])
+    np.testing.assert_array_equal(bars["volume"], [100.0, 200.0, 300.0])
+
+
+def test_bad_adj_close_is_named_by_row(tmp_path):
+    path = write_csv(tmp_path / "aapl.csv", ["2020-01-02,10,11,9,10,5,100", "2020-01-03,10,12,9.5,11,n/a?,200"],
+                     header="Date,Open,High,Low,Close,Adj Close,Volume")
+    with pytest.raises(DataError, match=r"aapl.csv: symbol AAPL, row 2 \(2020-01-03T00:00:00\+00:00\): column 'Adj Close' has non-numeric value 'n/a\?'$"):
+        read_csv_bars(path)
+
+
+@pytest.mark.parametrize("time_header", ["Date", "Datetime", "timestamp", "TIME", " date "])
+def test_any_time_column_name(tmp_path, time_header):
+    path = write_csv(tmp_path / "spy.csv", ["2021-06-01,1,2,0.5,1.5,10", "2021-06-02,1,2,0.5,1.5,10"],
+                     header=f"{time_header},open,high,low,close,volume")
+    bars = read_csv_bars(path)
+    assert list(bars.index) == [pd.Timestamp("2021-06-01", tz=UTC), pd.Timestamp("2021-06-02", tz=UTC)]
+
+
+def test_naive_times_are_utc_and_offsets_are_converted(tmp_path):
+    naive = write_csv(tmp_path / "a.csv", ["2021-06-01 09:30:00,1,2,0.5,1.5,10", "2021-06-01 09:35:00,1,2,0.5,1.5,10"],
+                      header="datetime,open,high,low,close,volume")
+    aware = write_csv(tmp_path / "b.csv", ["2021-06-01T09:30:00-04:00,1,2,0.5,1.5,10", "2021-06-01T09:35:00-04:00,1,2,0.5,1.5,10"],
+                      header="timestamp,open,high,low,close,volume")
+    assert read_csv_bars(naive).index[0] == pd.Timestamp("2021-06-01 09:30", tz=UTC)
+    assert read_csv_bars(aware).index[0] == pd.Timestamp("2021-06-01 13:30", tz=UTC)
+    assert str(read_csv_bars(aware).index.tz) == UTC
+
+
+def test_separate_date_and_time_columns_are_joined(tmp_path):
+    path = write_csv(tmp_path / "es.csv", ["2021-06-01,09:30,1,2,0.5,1.5,10", "2021-06-01,09:35,1,2,0.5,1.5,10"],
+                     header="Date,Time,Open,High,Low,Close,Volume")
+    assert list(read_csv_bars(path).index.strftime("%Y-%m-%d %H:%M")) == ["2021-06-01 09:30", "2021-06-01 09:35"]
+
+
+def test_a_directory_imports_every_csv_as_upper_cased_symbols(tmp_path):
+    source = tmp_path / "csv"
+    write_csv(source / "aapl.csv", good_rows(5))
+    write_csv(source / "Brk.B.csv", good_rows(7))
+    write_csv(source / "SPY.CSV", good_rows(3))
+    (source / "notes.txt").write_text("not a csv")
+    assert import_csv(source, tmp_path / "store") == ["AAPL", "BRK.B", "SPY"]
+    assert list_symbols(tmp_path / "store") == ["AAPL", "BRK.B", "SPY"]
+    assert [row["rows"] for row in validate_store(tmp_path / "store")] == [5, 7, 3]
+
+
+def test_one_bad_file_in_a_directory_writes_nothing(tmp_path):
+    source = tmp_path / "csv"
+    write_csv(source / "aapl.csv", good_rows(5))
+    write_csv(source / "bad.csv", [*good_rows(2), "2020-01-08,1,0.5,2,1,10"])
+    write_csv(source / "zzz.csv", good_rows(5))
+    with pytest.raises(DataError, match=r"bad.csv: symbol BAD, row 3 \(2020-01-08T00:00:00\+00:00\): high 0.5 < low 2$"):
+        import_csv(source, tmp_path / "store")
+    assert tree(tmp_path / "store") == []
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_failed_import_leaves_an_existing_store_unchanged(tmp_path):
+    write_csv(tmp_path / "first" / "aapl.csv", good_rows(5))
+    import_csv(tmp_path / "first", tmp_path / "store")
+    before = {p: p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file()}
+    write_csv(tmp_path / "second" / "aapl.csv", good_rows(9))
+    write_csv(tmp_path / "second" / "msft.csv", ["not,a,bar"], header="date,open,high,low,close,volume")
+    with pytest.raises(DataError, match="msft.csv: symbol MSFT"):
+        import_csv(tmp_path / "second", tmp_path / "store")
+    assert {p: p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file()} == before
+    assert tree(tmp_path / "store") == ["symbol=AAPL", "symbol=AAPL/part-0.parquet"]
+
+
+def test_reimport_replaces_a_symbol_and_keeps_the_others(tmp_path):
+    write_csv(tmp_path / "a" / "aapl.csv", good_rows(5))
+    write_csv(tmp_path / "a" / "msft.csv", good_rows(5))
+    import_csv(tmp_path / "a", tmp_path / "store")
+    write_csv(tmp_path / "b" / "aapl.csv", good_rows(8))
+    assert import_csv(tmp_path / "b", tmp_path / "store") == ["AAPL"]
+    assert len(load_bars(tmp_path / "store", "AAPL")) == 8 and len(load_bars(tmp_path / "store", "MSFT")) == 5
+
+
+def test_paths_that_hold_no_csv_are_refused(tmp_path):
+    with pytest.raises(DataError, match="nowhere: no such file or directory"):
+        import_csv(tmp_path / "nowhere", tmp_path / "store")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no \\*.csv files in this directory"):
+        import_csv(tmp_path / "empty", tmp_path / "store")
+
+
+def test_two_files_for_one_symbol_are_refused(tmp_path):
+    write_csv(tmp_path / "csv" / "aapl.csv", good_rows(3))
+    write_csv(tmp_path / "csv" / "AAPL.csv", good_rows(3))
+    with pytest.raises(DataError, match="symbol AAPL also comes from"):
+        import_csv(tmp_path / "csv", tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+
+
+def test_two_headers_meaning_the_same_column_are_refused(tmp_path):
+    path = write_csv(tmp_path / "x.csv", ["2020-01-02,1,2,0.5,1.5,1.4,10"], header="date,open,high,low,Close,close,volume")
+    with pytest.raises(DataError, match="x.csv: symbol X: columns 'Close' and 'close' both mean 'close'"):
+        read_csv_bars(path)
