@@ -1,0 +1,391 @@
+"""Labels, the estimator registry with its presets, and per-fold training.
+
+One registry, ``MODELS``: a name maps to a ``ModelSpec`` holding the scikit-learn class
+for each task it supports, the parameters it always runs with, and one parameter set per
+preset (``blank`` for smoke runs in seconds, ``fast``, ``balanced``, ``quality``). Adding
+a model is one ``ModelSpec`` and one registry line.
+
+Conventions of ``fit_fold``:
+
+- Training rows whose label or any feature is NaN (or infinite) are dropped, for every
+  model alike (HistGBM could take NaN features; the other models cannot, and one rule
+  keeps models comparable). Test rows with a NaN feature get a NaN prediction, which the
+  backtest reads as flat.
+- The scaler is fit on the kept training rows only, then applied to both slices.
+- Regression predicts the forward return. Classification predicts ``P(up) - 0.5`` in
+  ``[-0.5, 0.5]``: its sign is the direction, so the ``sign`` rule goes long above
+  ``P(up) = 0.5`` and the ``threshold`` rule needs ``|P(up) - 0.5| > threshold``.
+- Importances: impurity-based where the model has ``feature_importances_`` (forests,
+  summing to 1); otherwise permutation importance on the test slice (rows with finite
+  features and label), in units of the estimator's score (R^2 or accuracy) lost.
+- Randomness: ``random_state`` comes from ``model_seed(seed, fold_index, symbol)``
+  (``np.random.SeedSequence``); estimators run with ``n_jobs=1``. Same inputs, same bits.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator, model_validator
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+from dask_pipeline.errors import ConfigError, DataError
+from dask_pipeline.features.scalers import make_scaler
+from dask_pipeline.schema import Section
+
+TASKS = ("regression", "classification")
+PRESETS = ("blank", "fast", "balanced", "quality")
+# Set by the framework, never by a config: seeds derive from config.seed, and estimators
+# run single-threaded inside Dask tasks.
+MANAGED_PARAMS = ("random_state", "n_jobs")
+
+
+# --------------------------------------------------------------------------- labels
+
+
+class LabelConfig(Section):
+    """``label`` section: forward return over ``horizon`` bars, or its direction."""
+
+    horizon: int = Field(default=5, ge=1)
+    task: Literal["regression", "classification"] = "regression"
+
+
+def make_label(close, horizon: int, task: str = "regression"):
+    """Forward return ``close[t + horizon] / close[t] - 1``, or its direction as 1 / 0.
+
+    Parameters
+    ----------
+    close : pd.Series or 1-D array
+        One symbol's closes, in time order.
+    horizon : int
+        Bars ahead, >= 1.
+    task : {"regression", "classification"}
+        ``classification`` gives 1.0 where the forward return is > 0, else 0.0.
+
+    Returns
+    -------
+    pd.Series (same index, name ``"label"``) or float64 ndarray
+        NaN for the last ``horizon`` rows and wherever a close is NaN.
+    """
+    _check_task(task)
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ConfigError(f"label.horizon: expected an integer >= 1, got {horizon!r}")
+    values = np.asarray(close, dtype=np.float64)
+    if values.ndim != 1:
+        raise DataError(f"make_label: expected one column of closes, got shape {values.shape}")
+    bad = np.flatnonzero(values <= 0)
+    if bad.size:
+        where = close.index[bad[0]] if isinstance(close, pd.Series) else int(bad[0])
+        raise DataError(f"make_label: close must be > 0, got {values[bad[0]]} at row {where}")
+    label = np.full(values.shape, np.nan)
+    if horizon < len(values):
+        label[:-horizon] = values[horizon:] / values[:-horizon] - 1.0
+    if task == "classification":
+        label = np.where(np.isnan(label), np.nan, (label > 0).astype(np.float64))
+    if isinstance(close, pd.Series):
+        return pd.Series(label, index=close.index, name="label")
+    return label
+
+
+# ------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An estimator family: class per task, fixed parameters, and parameters per preset."""
+
+    regressor: type | None
+    classifier: type | None
+    fixed: dict[str, Any] = field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def estimator_class(self, task: str) -> type | None:
+        """The estimator class for ``task``, or None where the family has none."""
+        return self.regressor if task == "regression" else self.classifier
+
+    def param_names(self) -> set[str]:
+        """Parameters of any of its estimators (``get_params`` keys)."""
+        names: set[str] = set()
+        for cls in (self.regressor, self.classifier):
+            if cls is not None:
+                names |= set(cls().get_params())
+        return names
+
+
+_TREES = {
+    "blank": {"n_estimators": 5, "max_depth": 2},
+    "fast": {"n_estimators": 50, "max_depth": 6, "min_samples_leaf": 20, "max_features": 0.5},
+    "balanced": {"n_estimators": 200, "max_depth": 8, "min_samples_leaf": 20, "max_features": 0.5},
+    "quality": {"n_estimators": 500, "max_depth": 12, "min_samples_leaf": 10, "max_features": 0.5},
+}
+
+MODELS: dict[str, ModelSpec] = {
+    "ridge": ModelSpec(
+        Ridge, None,
+        presets={p: {"alpha": 1.0} for p in PRESETS},
+    ),
+    "logistic": ModelSpec(
+        None, LogisticRegression,
+        presets={
+            "blank": {"C": 1.0, "max_iter": 50},
+            "fast": {"C": 1.0, "max_iter": 100},
+            "balanced": {"C": 1.0, "max_iter": 200},
+            "quality": {"C": 1.0, "max_iter": 1000},
+        },
+    ),
+    "random_forest": ModelSpec(
+        RandomForestRegressor, RandomForestClassifier, fixed={"n_jobs": 1}, presets=_TREES
+    ),
+    "extra_trees": ModelSpec(
+        ExtraTreesRegressor, ExtraTreesClassifier, fixed={"n_jobs": 1}, presets=_TREES
+    ),
+    "hist_gbm": ModelSpec(
+        HistGradientBoostingRegressor, HistGradientBoostingClassifier,
+        presets={
+            "blank": {"max_iter": 5, "max_depth": 2},
+            "fast": {"max_iter": 50, "max_depth": 4, "learning_rate": 0.1},
+            "balanced": {"max_iter": 200, "max_leaf_nodes": 31, "learning_rate": 0.05,
+                         "min_samples_leaf": 50, "l2_regularization": 1.0},
+            "quality": {"max_iter": 500, "max_leaf_nodes": 63, "learning_rate": 0.03,
+                        "min_samples_leaf": 50, "l2_regularization": 1.0},
+        },
+    ),
+    "mlp": ModelSpec(
+        MLPRegressor, MLPClassifier,
+        fixed={"early_stopping": True},
+        presets={
+            "blank": {"hidden_layer_sizes": (8,), "max_iter": 20},
+            "fast": {"hidden_layer_sizes": (32,), "max_iter": 100},
+            "balanced": {"hidden_layer_sizes": (64, 32), "max_iter": 200, "alpha": 1e-4},
+            "quality": {"hidden_layer_sizes": (128, 64), "max_iter": 500, "alpha": 1e-4},
+        },
+    ),
+}
+
+
+class ModelConfig(Section):
+    """``model`` section: estimator name, preset, parameter overrides, scope, scaler."""
+
+    name: str = "hist_gbm"
+    preset: Literal["blank", "fast", "balanced", "quality"] = "balanced"
+    params: dict[str, Any] = Field(default_factory=dict)
+    scope: Literal["pooled", "per_symbol"] = "pooled"
+    scaler: Literal["standard", "minmax", "none"] = "standard"
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; expected one of {', '.join(MODELS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_params(self) -> "ModelConfig":
+        valid = MODELS[self.name].param_names() - set(MANAGED_PARAMS)
+        for key in self.params:
+            if key in MANAGED_PARAMS:
+                raise ValueError(
+                    f"params.{key} is set by the framework (seeded from config.seed, "
+                    f"n_jobs=1 inside tasks); remove it"
+                )
+            if key not in valid:
+                raise ValueError(
+                    f"params.{key}: unknown parameter for {self.name}; valid: "
+                    f"{', '.join(sorted(valid))}"
+                )
+        return self
+
+
+def check_task(name: str, task: str) -> None:
+    """ConfigError unless model ``name`` has an estimator for ``task``."""
+    _check_task(task)
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ConfigError(
+            f"model.name: unknown model {name!r}; expected one of {', '.join(MODELS)}"
+        )
+    if spec.estimator_class(task) is None:
+        supported = [t for t in TASKS if spec.estimator_class(t) is not None]
+        fits = [m for m, s in MODELS.items() if s.estimator_class(task) is not None]
+        raise ConfigError(
+            f"model.name: {name!r} supports {' and '.join(supported)} only, but label.task is "
+            f"{task!r}; for {task} use one of {', '.join(fits)}"
+        )
+
+
+def model_seed(seed: int, fold_index: int, symbol: str | None = None) -> int:
+    """The estimator's ``random_state``: from ``SeedSequence([seed, fold_index(, symbol)])``.
+
+    ``symbol`` (for ``scope: per_symbol``) enters as its CRC32, stable across processes.
+    """
+    entropy = [int(seed), int(fold_index)]
+    if symbol is not None:
+        entropy.append(zlib.crc32(str(symbol).encode()))
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def make_estimator(cfg: ModelConfig, task: str, random_state: int):
+    """A fresh, unfitted estimator: fixed parameters, then the preset, then ``cfg.params``."""
+    check_task(cfg.name, task)
+    spec = MODELS[cfg.name]
+    cls = spec.estimator_class(task)
+    valid = set(cls().get_params())
+    params = {**spec.fixed, **spec.presets[cfg.preset], **cfg.params}
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise ConfigError(
+            f"model.params: {', '.join(unknown)} not valid for {cls.__name__}; valid: "
+            f"{', '.join(sorted(valid - set(MANAGED_PARAMS)))}"
+        )
+    if "random_state" in valid:
+        params["random_state"] = random_state
+    return cls(**params)
+
+
+# ------------------------------------------------------------------------- training
+
+
+def fit_fold(
+    train_X,
+    train_y,
+    test_X,
+    test_y,
+    model_cfg: ModelConfig,
+    task: str,
+    seed: int,
+    fold_index: int,
+    feature_names=None,
+    symbol: str | None = None,
+) -> tuple[np.ndarray, pd.Series]:
+    """Fit one fold's model on its training rows and predict its test rows.
+
+    Parameters
+    ----------
+    train_X, test_X : 2-D array or DataFrame, same columns
+    train_y : 1-D array or Series
+        Labels from ``make_label``; NaN rows are dropped (with NaN-feature rows).
+    test_y : 1-D array, Series or None
+        Test labels, used only for permutation importance; None gives NaN importances
+        for models without ``feature_importances_``.
+    model_cfg : ModelConfig
+    task : {"regression", "classification"}
+    seed, fold_index : int
+        Seed the estimator and permutation importance (``model_seed``).
+    feature_names : sequence of str, optional
+        Defaults to DataFrame columns, else ``x0, x1, ...``.
+    symbol : str, optional
+        For ``scope: per_symbol``: call once per symbol with its rows; it enters the seed.
+
+    Returns
+    -------
+    predictions : float64 ndarray, one per test row (see the module docstring)
+    importances : pd.Series indexed by feature name, name ``"importance"``;
+        ``attrs["method"]`` is ``"impurity"`` or ``"permutation"``.
+    """
+    check_task(model_cfg.name, task)
+    names = _feature_names(train_X, feature_names)
+    Xtr = _matrix(train_X, "train_X", len(names))
+    Xte = _matrix(test_X, "test_X", len(names))
+    ytr = _vector(train_y, "train_y", len(Xtr))
+    keep = np.isfinite(Xtr).all(axis=1) & np.isfinite(ytr)
+    Xtr, ytr = Xtr[keep], ytr[keep]
+    where = f"fold {fold_index}" + (f" symbol {symbol}" if symbol is not None else "")
+    if len(Xtr) == 0:
+        raise DataError(f"{where}: no training rows without NaN label or features")
+    if task == "classification":
+        classes = np.unique(ytr)
+        if not np.isin(classes, (0.0, 1.0)).all():
+            raise DataError(f"{where}: classification labels must be 0/1, got {classes[:5]}")
+        if len(classes) < 2:
+            raise DataError(
+                f"{where}: every training label is {int(classes[0])}; classification needs both"
+            )
+        ytr = ytr.astype(np.int64)
+
+    random_state = model_seed(seed, fold_index, symbol)
+    scaler = make_scaler(model_cfg.scaler).fit(Xtr)
+    estimator = make_estimator(model_cfg, task, random_state)
+    with warnings.catch_warnings():
+        # blank/fast presets stop iterative models early on purpose.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator.fit(scaler.transform(Xtr), ytr)
+
+    Ste = scaler.transform(Xte)
+    rows = np.isfinite(Ste).all(axis=1)
+    predictions = np.full(len(Xte), np.nan)
+    if rows.any():
+        predictions[rows] = _predict(estimator, Ste[rows], task)
+
+    if hasattr(estimator, "feature_importances_"):
+        values, method = np.asarray(estimator.feature_importances_, dtype=np.float64), "impurity"
+    else:
+        values = _permutation(estimator, Ste, rows, test_y, task, random_state)
+        method = "permutation"
+    importances = pd.Series(values, index=pd.Index(names, name="feature"), name="importance")
+    importances.attrs["method"] = method
+    return predictions, importances
+
+
+def _predict(estimator, X: np.ndarray, task: str) -> np.ndarray:
+    if task == "regression":
+        return np.asarray(estimator.predict(X), dtype=np.float64)
+    up = list(estimator.classes_).index(1)
+    return np.asarray(estimator.predict_proba(X)[:, up], dtype=np.float64) - 0.5
+
+
+def _permutation(estimator, Ste, rows, test_y, task, random_state) -> np.ndarray:
+    n_features = Ste.shape[1]
+    if test_y is None:
+        return np.full(n_features, np.nan)
+    yte = _vector(test_y, "test_y", len(Ste))
+    usable = rows & np.isfinite(yte)
+    if not usable.any():
+        return np.full(n_features, np.nan)
+    target = yte[usable].astype(np.int64) if task == "classification" else yte[usable]
+    result = permutation_importance(
+        estimator, Ste[usable], target, n_repeats=5, random_state=random_state, n_jobs=1
+    )
+    return np.asarray(result.importances_mean, dtype=np.float64)
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"label.task: expected one of {', '.join(TASKS)}, got {task!r}")
+
+
+def _feature_names(X, feature_names) -> list[str]:
+    if feature_names is not None:
+        return [str(n) for n in feature_names]
+    if isinstance(X, pd.DataFrame):
+        return [str(c) for c in X.columns]
+    return [f"x{i}" for i in range(np.shape(X)[1])]
+
+
+def _matrix(X, what: str, n_features: int) -> np.ndarray:
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != n_features:
+        raise DataError(f"{what}: expected shape (rows, {n_features}), got {arr.shape}")
+    return arr
+
+
+def _vector(y, what: str, n_rows: int) -> np.ndarray:
+    arr = np.asarray(y, dtype=np.float64)
+    if arr.shape != (n_rows,):
+        raise DataError(f"{what}: expected {n_rows} values, got shape {arr.shape}")
+    return arr
