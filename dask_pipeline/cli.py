@@ -1,0 +1,135 @@
+"""The ``dask-pipeline`` command: run | data | bench.
+
+Expected failures (``DaskPipelineError``) print one line on stderr and exit 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from dask_pipeline.errors import DaskPipelineError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    _quiet_libraries()
+    try:
+        return args.func(args) or 0
+    except DaskPipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dask-pipeline", description="Dask-distributed quantitative research pipelines.")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the graph a config names, write results/<run>/")
+    run.add_argument("config", help="a YAML config, e.g. configs/quickstart.yaml")
+    run.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key by its dotted path, e.g. -o cluster.n_workers=4 (repeatable)")
+    run.add_argument("--scheduler", metavar="ADDR", help="use an existing scheduler (tcp://HOST:PORT or tls://...)")
+    run.add_argument("--workers", type=int, metavar="N", help="number of local workers (cluster.n_workers)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run of the same config: compute only what is missing")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    run.set_defaults(func=_cmd_run)
+
+    data = sub.add_parser("data", help="make, import and check market data").add_subparsers(metavar="ACTION")
+    synth = data.add_parser("synth", help="generate a synthetic market as a Parquet store")
+    synth.add_argument("--out", required=True, help="store root to create")
+    synth.add_argument("--symbols", type=int, default=20)
+    synth.add_argument("--start", default="2016-01-01")
+    synth.add_argument("--end", default="2023-12-29")
+    synth.add_argument("--freq", default="1D", choices=["1D", "1h", "5min"])
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=_cmd_synth)
+    imp = data.add_parser("import", help="import CSV files (one per symbol) into a Parquet store")
+    imp.add_argument("source", help="a CSV file or a folder of them")
+    imp.add_argument("--out", required=True, help="store root")
+    imp.set_defaults(func=_cmd_import)
+    val = data.add_parser("validate", help="check every symbol of a Parquet store")
+    val.add_argument("root", help="store root")
+    val.set_defaults(func=_cmd_validate)
+
+    bench = sub.add_parser("bench", help="benchmarks (see README: Benchmarks)").add_subparsers(metavar="WORKLOAD")
+    feats = bench.add_parser("features", help="feature engine vs pandas vs TA-Lib, bar-features per second")
+    feats.add_argument("--symbols", type=int, default=100)
+    feats.add_argument("--bars", type=int, default=5000)
+    feats.add_argument("--repeats", type=int, default=5)
+    feats.set_defaults(func=_cmd_bench_features)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dask_pipeline.config import load_config
+    from dask_pipeline.runner import run
+
+    overrides = list(args.override)
+    if args.scheduler:
+        overrides += ["cluster.kind=address", f"cluster.address={args.scheduler}"]
+    if args.workers is not None:
+        overrides.append(f"cluster.n_workers={args.workers}")
+    cfg = load_config(args.config, overrides)
+    echo = (lambda *a, **k: None) if args.quiet else print
+    run(cfg, echo=echo, progress=not args.quiet and sys.stdout.isatty(), resume=args.resume)
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from dask_pipeline.data import synthesize, write_dataset
+
+    bars = synthesize(args.symbols, args.start, args.end, args.freq, args.seed)
+    write_dataset(args.out, bars)
+    n = sum(len(b) for b in bars.values())
+    print(f"wrote {len(bars)} symbols, {n} bars to {args.out}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from dask_pipeline.data import import_csv
+
+    symbols = import_csv(args.source, args.out)
+    print(f"imported {len(symbols)} symbols into {args.out}: {', '.join(symbols)}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from dask_pipeline.data import validate_store
+
+    rows = validate_store(args.root)
+    for row in rows:
+        print(f"ok  {row['symbol']:<12} {row['rows']:>8} bars  {row['first']} .. {row['last']}")
+    print(f"{len(rows)} symbols valid in {args.root}")
+    return 0
+
+
+def _cmd_bench_features(args: argparse.Namespace) -> int:
+    from dask_pipeline.bench import bench_features, format_table
+
+    print(format_table(bench_features(args.symbols, args.bars, args.repeats)))
+    return 0
+
+
+def _quiet_libraries() -> None:
+    # The scheduler and workers log every start and stop at INFO; a user wants warnings.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

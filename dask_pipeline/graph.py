@@ -1,0 +1,118 @@
+"""Graph wiring: stage functions become named, annotated ``dask.delayed`` tasks.
+
+Keys read like the pipeline: ``<name>-<token>`` where ``name`` is ``load-AAPL``,
+``features-AAPL``, ``fold-03-fit``... and ``token`` is 8 hex digits of
+``dask.base.tokenize`` over the function and its inputs. The dashboard strips the
+token (``key_split``), so it shows the name; the token makes a key unique to its inputs,
+so two runs or two trials sharing a cluster never mistake each other's results. Each
+task also carries a ``stage`` annotation (load, features, fit, ...) that monitoring and
+``run.json`` group by.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask
+from dask.base import tokenize
+from dask.delayed import Delayed, delayed
+
+from dask_pipeline.errors import ConfigError
+
+
+def task(func: Callable[..., Any], *args: Any, name: str, stage: str | None = None, **kwargs: Any) -> Delayed:
+    """Wrap ``func(*args, **kwargs)`` as a pure delayed task with a readable key.
+
+    Parameters
+    ----------
+    name
+        The readable part of the key, e.g. ``load-AAPL``.
+    stage
+        The stage it belongs to; defaults to the first word of ``name``.
+    """
+    token = tokenize(func, args, kwargs)[:8]
+    with dask.annotate(stage=stage or name.split("-", 1)[0]):
+        return delayed(func, pure=True)(*args, dask_key_name=f"{name}-{token}", **kwargs)
+
+
+def checkpointed(value: Delayed, path: str | Path, name: str) -> Delayed:
+    """Save ``value`` to ``path`` when it is computed; if ``path`` already exists, load it instead.
+
+    The runner clears a run's checkpoints unless it resumes (``--resume``), so an existing
+    checkpoint is always one this config computed: its folder is keyed by the config digest.
+    A loaded checkpoint has no dependencies, so nothing upstream of it is recomputed.
+    Checkpoints are written by the worker that computed them (temp file + rename): a
+    multi-node resume needs the run folder on a filesystem every worker shares.
+    """
+    path = Path(path)
+    if path.exists():
+        return task(load_checkpoint, str(path), name=f"{name}-resume", stage=name.split("-", 1)[0])
+    return task(save_checkpoint, value, str(path), name=f"{name}-checkpoint", stage=name.split("-", 1)[0])
+
+
+def save_checkpoint(value: Any, path: str) -> Any:
+    """Pickle ``value`` to ``path`` atomically and pass it on."""
+    import pickle
+
+    from dask_pipeline.results import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    return value
+
+
+def load_checkpoint(path: str) -> Any:
+    """The value ``save_checkpoint`` wrote."""
+    import pickle
+
+    return pickle.loads(Path(path).read_bytes())
+
+
+def stages_of(graph: dict[str, Delayed]) -> dict[str, str]:
+    """Map every key in the graph's outputs to its ``stage`` annotation."""
+    import dask.highlevelgraph
+
+    stages: dict[str, str] = {}
+    for value in graph.values():
+        hlg = value.__dask_graph__()
+        if not isinstance(hlg, dask.highlevelgraph.HighLevelGraph):
+            continue
+        for layer in hlg.layers.values():
+            annotation = (layer.annotations or {}).get("stage")
+            if annotation is None:
+                continue
+            for key in layer:
+                # Merged layers keep annotations as a callable of the key.
+                stage = annotation(key) if callable(annotation) else annotation
+                if isinstance(stage, str):
+                    stages[str(key)] = stage
+    return stages
+
+
+def symbols_of(cfg: Any) -> list[str]:
+    """The run's symbols: ``data.symbols`` or every symbol in the store, sorted."""
+    from dask_pipeline.data import list_symbols
+
+    return list(cfg.data.symbols) if cfg.data.symbols else list_symbols(cfg.data.root)
+
+
+def graph_names() -> list[str]:
+    """The graphs shipped in ``graphs/``."""
+    import dask_pipeline.graphs
+
+    return sorted(m.name for m in pkgutil.iter_modules(dask_pipeline.graphs.__path__))
+
+
+def load_graph(name: str) -> Callable[[Any], dict[str, Delayed]]:
+    """The ``build`` function of the graph named ``name``."""
+    if name not in graph_names():
+        import difflib
+
+        close = difflib.get_close_matches(name, graph_names(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"'graph': unknown graph {name!r}{hint}; known: {', '.join(graph_names())}")
+    return importlib.import_module(f"dask_pipeline.graphs.{name}").build

@@ -1,0 +1,153 @@
+"""Run a config: prepare data, build the graph, compute it on a cluster, write the results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dask_pipeline.cluster import connect, describe
+from dask_pipeline.config import Config, dump_config
+from dask_pipeline.graph import load_graph, stages_of
+from dask_pipeline.results import write_json, write_output, write_text
+
+VERSIONED = ["dask", "distributed", "numpy", "pandas", "pyarrow", "numba", "sklearn", "optuna", "pydantic"]
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its folder, its output files and its ``run.json`` record."""
+
+    run_dir: Path
+    files: list[Path]
+    record: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = False, resume: bool = False) -> RunResult:
+    """Compute ``cfg``'s graph and write its results under ``cfg.run_dir``.
+
+    Parameters
+    ----------
+    cfg
+        A validated config (``load_config``).
+    client
+        A connected ``distributed.Client``; None starts the cluster ``cfg.cluster`` describes.
+    echo
+        Where progress lines go (``print``; a no-op for quiet).
+    progress
+        Show a live progress bar (a terminal).
+    resume
+        Keep the checkpoints an interrupted run of the same config left, and compute only
+        what is missing; otherwise start clean.
+
+    Returns
+    -------
+    RunResult
+    """
+    prepare_data(cfg, echo)
+    if not resume:
+        shutil.rmtree(cfg.run_dir / "checkpoints", ignore_errors=True)
+    elif cfg.checkpoint_dir.exists():
+        echo(f"resuming: {len(list(cfg.checkpoint_dir.iterdir()))} checkpoints in {cfg.checkpoint_dir}")
+    outputs = load_graph(cfg.graph)(cfg)
+    if client is not None:
+        return _compute_and_write(cfg, outputs, client, echo, progress)
+    with connect(cfg.cluster) as own_client:
+        return _compute_and_write(cfg, outputs, own_client, echo, progress)
+
+
+def prepare_data(cfg: Config, echo: Any = print) -> None:
+    """Generate the configured synthetic market into ``data.root`` the first time."""
+    from dask_pipeline.data import list_symbols, synthesize, write_dataset
+
+    synth = cfg.data.synthetic
+    if synth is None or _has_store(cfg.data.root):
+        return
+    t0 = time.perf_counter()
+    bars = synthesize(synth.symbols, synth.start, synth.end, synth.freq, synth.seed)
+    write_dataset(cfg.data.root, bars)
+    echo(f"generated demo data: {len(list_symbols(cfg.data.root))} symbols in {cfg.data.root} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _has_store(root: str) -> bool:
+    path = Path(root)
+    return path.is_dir() and any(p.name.startswith("symbol=") for p in path.iterdir())
+
+
+def _compute_and_write(cfg: Config, outputs: dict[str, Any], client: Any, echo: Any, progress: bool) -> RunResult:
+    from distributed import get_task_stream
+    from distributed.diagnostics.progressbar import progress as progress_bar
+
+    cluster = describe(client)
+    if cluster["note"]:
+        echo(f"note: {cluster['note']}")
+    if cluster["dashboard"]:
+        echo(f"dashboard: {cluster['dashboard']}")
+    echo(f"cluster: {cluster['n_workers']} workers, {cluster['threads']} threads at {cluster['scheduler']}")
+
+    names = sorted(outputs)
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    with get_task_stream(client) as stream:
+        futures = client.compute([outputs[n] for n in names])
+        if progress:
+            progress_bar(futures)
+        values = dict(zip(names, client.gather(futures), strict=True))
+    wall = time.perf_counter() - t0
+
+    run_dir = cfg.run_dir
+    files = [write_output(run_dir, name, values[name]) for name in names]
+    record = {
+        "run": cfg.output.run_name,
+        "graph": cfg.graph,
+        "config_digest": cfg.digest(),
+        "started": started.isoformat(timespec="seconds"),
+        "wall_seconds": round(wall, 3),
+        "stages": stage_times(stream.data, stages_of(outputs)),
+        "cluster": cluster,
+        "versions": versions(),
+        "outputs": [f.name for f in files],
+    }
+    files.append(write_text(run_dir / "config.yaml", dump_config(cfg)))
+    files.append(write_json(run_dir / "run.json", record))
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    echo(f"results: {run_dir} ({', '.join(f.name for f in files)}) in {wall:.1f} s")
+    return RunResult(run_dir, files, record, values)
+
+
+def stage_times(task_stream: list[dict[str, Any]], stages: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per stage: task count, wall seconds (first start to last stop) and summed compute seconds."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for record in task_stream:
+        key = str(record["key"])
+        stage = stages.get(key, key.split("-", 1)[0])
+        computes = [s for s in record.get("startstops", ()) if s.get("action") == "compute"]
+        for s in computes:
+            spans.setdefault(stage, []).append((s["start"], s["stop"]))
+    table = {}
+    for stage, items in sorted(spans.items()):
+        table[stage] = {
+            "tasks": len(items),
+            "wall_seconds": round(max(b for _, b in items) - min(a for a, _ in items), 4),
+            "compute_seconds": round(sum(b - a for a, b in items), 4),
+        }
+    return table
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, this package and the libraries that decide the results."""
+    import importlib
+
+    import dask_pipeline
+
+    found = {"python": platform.python_version(), "dask_pipeline": dask_pipeline.__version__}
+    for name in VERSIONED:
+        module = sys.modules.get(name) or importlib.import_module(name)
+        found[name] = getattr(module, "__version__", "?")
+    return found

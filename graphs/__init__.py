@@ -1,0 +1,1 @@
+"""The pipelines users submit; each module has ``build(cfg) -> dict[str, Delayed]``."""

@@ -1,0 +1,70 @@
+"""connect(): local clusters, an existing scheduler started as real subprocesses, fallbacks, errors."""
+
+from __future__ import annotations
+
+import pytest
+from distributed import Client
+
+from dask_pipeline.cluster import connect, describe, visible_gpus
+from dask_pipeline.config import ClusterConfig
+from dask_pipeline.errors import ClusterError
+
+
+def test_local_cluster_single_threaded_workers_and_closes_what_it_started():
+    cfg = ClusterConfig(n_workers=2, dashboard=False, memory_limit="1GiB")
+    with connect(cfg) as client:
+        info = describe(client)
+        assert info["n_workers"] == 2 and info["threads"] == 2
+        assert info["dashboard"] is None
+        assert info["resources"] == {"CPU": 2}
+        env = client.run(lambda: __import__("os").environ.get("OMP_NUM_THREADS"))
+        assert set(env.values()) == {"1"}
+        address = info["scheduler"]
+    assert client.status == "closed"
+    with pytest.raises(OSError):
+        Client(address, timeout=2)
+
+
+def test_local_dashboard_binds_to_loopback():
+    with connect(ClusterConfig(n_workers=1, dashboard_address="127.0.0.1:0")) as client:
+        link = describe(client)["dashboard"]
+        assert link is not None and link.startswith("http://127.0.0.1:")
+
+
+def test_address_reaches_existing_scheduler_and_leaves_it_running(dask_processes):
+    cfg = ClusterConfig(kind="address", address=dask_processes.address)
+    with connect(cfg) as client:
+        assert describe(client)["n_workers"] == 2
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+    with Client(dask_processes.address, timeout=10) as again:
+        assert len(again.scheduler_info()["workers"]) == 2
+
+
+def test_address_from_environment(dask_processes, monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dask_processes.address)
+    with connect(ClusterConfig(kind="address")) as client:
+        assert describe(client)["scheduler"] == dask_processes.address
+
+
+def test_address_missing_or_unreachable_is_one_clear_error(monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with pytest.raises(ClusterError, match="needs cluster.address or DASK_SCHEDULER_ADDRESS"):
+        with connect(ClusterConfig(kind="address")):
+            pass
+    with pytest.raises(ClusterError, match="cannot reach the scheduler at tcp://127.0.0.1:9"):
+        with connect(ClusterConfig(kind="address", address="tcp://127.0.0.1:9"), timeout=2):
+            pass
+
+
+@pytest.mark.skipif(visible_gpus() > 0, reason="checks the no-GPU fallback")
+def test_local_cuda_without_gpu_falls_back_to_local():
+    with connect(ClusterConfig(kind="local-cuda", n_workers=1, dashboard=False)) as client:
+        info = describe(client)
+        assert info["n_workers"] == 1 and "fell back to local" in info["note"]
+
+
+@pytest.mark.parametrize("kind,extra", [("ssh", "ssh"), ("slurm", "slurm"), ("kubernetes", "kubernetes")])
+def test_scale_out_kinds_say_what_to_install(kind, extra):
+    with pytest.raises(ClusterError, match=f"cluster.kind '{kind}'"):
+        with connect(ClusterConfig(kind=kind)):
+            pass

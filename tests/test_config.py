@@ -1,0 +1,128 @@
+"""Config loading: layering, overrides, and one clear error per kind of mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from dask_pipeline.config import Config, load_config
+from dask_pipeline.errors import ConfigError
+
+from .conftest import REPO
+
+
+def write(tmp_path, text: str, name: str = "c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_quickstart_loads_and_names_its_run():
+    cfg = load_config(REPO / "configs" / "quickstart.yaml")
+    assert cfg.graph == "datacheck"
+    assert cfg.output.run_name == "quickstart"
+    assert cfg.data.synthetic.symbols == 8
+    assert cfg.data.synthetic.start == "2016-01-01"  # an unquoted YAML date stays ISO text
+    assert cfg.run_dir.name == "quickstart" and cfg.run_dir.is_absolute()
+
+
+def test_defaults_without_a_file():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.cluster.kind == "local" and cfg.cluster.threads_per_worker == 1
+
+
+def test_unknown_key_names_path_and_closest_name(tmp_path):
+    path = write(tmp_path, "cluster:\n  n_workres: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "unknown key 'cluster.n_workres'" in msg and "did you mean 'n_workers'" in msg
+    assert str(path) in msg and "\n" not in msg
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'clustr' \(did you mean 'cluster'\?\)"):
+        load_config(write(tmp_path, "clustr: {kind: local}\n"))
+
+
+def test_bad_type_names_key_value_and_expectation(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "cluster:\n  n_workers: lots\n"))
+    msg = str(err.value)
+    assert "'cluster.n_workers'" in msg and "'lots'" in msg and "integer" in msg
+
+
+def test_bad_enum_lists_allowed_values(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "cluster:\n  kind: lokal\n"))
+    msg = str(err.value)
+    assert "'cluster.kind'" in msg and "'lokal'" in msg and "'local-cuda'" in msg and "'address'" in msg
+
+
+def test_range_and_cross_field_checks(tmp_path):
+    with pytest.raises(ConfigError, match=r"'cluster.n_workers': Input should be greater than or equal to 1 \(got 0\)"):
+        load_config(write(tmp_path, "cluster: {n_workers: 0}\n"))
+    with pytest.raises(ConfigError, match="address is only used with kind 'address'"):
+        load_config(write(tmp_path, "cluster: {address: 'tcp://1.2.3.4:8786'}\n"))
+    with pytest.raises(ConfigError, match="no protocol"):
+        load_config(write(tmp_path, "cluster: {kind: address, address: '1.2.3.4:8786'}\n"))
+
+
+def test_bad_date_and_unknown_graph(tmp_path):
+    with pytest.raises(ConfigError, match=r"'data.start': 'yesterday-ish' is not a date"):
+        load_config(write(tmp_path, "data: {start: yesterday-ish}\n"))
+    with pytest.raises(ConfigError, match=r"'graph': .*unknown graph \(did you mean 'datacheck'\?\)"):
+        load_config(write(tmp_path, "graph: datachek\n"))
+
+
+def test_several_mistakes_reported_together_on_one_line(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "cluster: {kind: lokal, n_workers: -1}\nseed: x\n"))
+    msg = str(err.value)
+    assert msg.count(";") >= 2 and "\n" not in msg
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"c.yaml: line \d+: not valid YAML"):
+        load_config(write(tmp_path, "cluster:\n  kind: [local\n"))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
+    path = write(tmp_path, "cluster: {n_workers: 2}\n")
+    cfg = load_config(path, ["cluster.n_workers=3", "cluster.dashboard=false", "data.symbols=[A, B]"])
+    assert cfg.cluster.n_workers == 3 and cfg.cluster.dashboard is False
+    assert cfg.data.symbols == ["A", "B"]
+    with pytest.raises(ConfigError, match="unknown key 'cluster.workers'"):
+        load_config(path, ["cluster.workers=3"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(path, ["cluster.n_workers"])
+
+
+def test_profile_and_preset_layer_under_the_file(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "big.yaml").write_text("cluster: {n_workers: 32, memory_limit: 4GiB}\n")
+    path = write(tmp_path, "profile: big\ncluster: {n_workers: 8}\n")
+    cfg = load_config(path)
+    assert cfg.cluster.n_workers == 8  # the file wins over its profile
+    assert cfg.cluster.memory_limit == "4GiB"  # what the file leaves out comes from the profile
+    assert load_config(path, ["cluster.n_workers=2"]).cluster.n_workers == 2  # overrides win over all
+
+
+def test_unknown_profile_lists_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown profile 'gpu-nod' \(did you mean 'gpu-node'\?\)"):
+        load_config(write(tmp_path, "profile: gpu-nod\n"))
+
+
+def test_repo_profiles_load():
+    for name in ("gpu-node", "laptop", "remote"):
+        path = REPO / "configs" / "profiles" / f"{name}.yaml"
+        assert load_config(path).cluster.kind in {"local", "local-cuda", "address"}
+
+
+def test_digest_ignores_cluster_and_output():
+    a = load_config(overrides=["cluster.n_workers=1", "output.dir=/tmp/x"])
+    b = load_config(overrides=["cluster.n_workers=4"])
+    c = load_config(overrides=["seed=1"])
+    assert a.digest() == b.digest() != c.digest()
