@@ -126,7 +126,9 @@ def _cmd_bench_features(args: argparse.Namespace) -> int:
 
 def _quiet_libraries() -> None:
     # The scheduler and workers log every start and stop at INFO; a user wants warnings.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    # A task that raises our own error is reported once, by the CLI, as one line; the
+    # workers (child processes, which read this at import) need not log it again.
+    os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical"}))
     logging.getLogger("distributed").setLevel(logging.WARNING)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

@@ -94,10 +94,24 @@ def stages_of(graph: dict[str, Delayed]) -> dict[str, str]:
 
 
 def symbols_of(cfg: Any) -> list[str]:
-    """The run's symbols: ``data.symbols`` or every symbol in the store, sorted."""
-    from dask_pipeline.data import list_symbols
+    """The run's symbols: ``data.symbols`` or every symbol in the store, in order.
 
-    return list(cfg.data.symbols) if cfg.data.symbols else list_symbols(cfg.data.root)
+    Raises ``DataError`` before anything is computed when a requested symbol is not in the store.
+    """
+    import difflib
+
+    from dask_pipeline.data import list_symbols
+    from dask_pipeline.errors import DataError
+
+    stored = list_symbols(cfg.data.root)
+    if not cfg.data.symbols:
+        return stored
+    for symbol in cfg.data.symbols:
+        if symbol not in stored:
+            close = difflib.get_close_matches(symbol, stored, n=3)
+            hint = f" (close matches: {', '.join(close)})" if close else ""
+            raise DataError(f"'data.symbols': {symbol!r} is not in the store {cfg.data.root}{hint}")
+    return list(cfg.data.symbols)
 
 
 def graph_names() -> list[str]:

@@ -84,3 +84,32 @@ def test_cli_bad_config_is_one_line_and_writes_nothing(tmp_path):
     assert done.stderr.strip().count("\n") == 0
     assert "unknown key 'cluster.n_workres' (did you mean 'n_workers'?)" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_unknown_symbol_fails_before_any_cluster_or_file(tmp_path, small_store, monkeypatch):
+    import dask_pipeline.runner as runner
+    from dask_pipeline.errors import DataError
+
+    def no_cluster(*a, **k):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(runner, "connect", no_cluster)
+    cfg = make_config(tmp_path, small_store, ["data.symbols=[SYN000, SYN0009]"])
+    with pytest.raises(DataError, match=r"'data.symbols': 'SYN0009' is not in the store .*close matches: SYN000"):
+        run(cfg, echo=lambda *a: None)
+    assert not (tmp_path / "results").exists()
+
+
+def test_corrupt_part_file_is_one_line_from_the_cli(tmp_path, small_store):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    (store / "symbol=SYN002" / "part-0.parquet").write_bytes(b"not parquet")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{root: {store}}}\ncluster: {{n_workers: 1, dashboard: false}}\n")
+    done = cli("run", str(config), "-q", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0
+    assert "symbol=SYN002/part-0.parquet: symbol SYN002: unreadable Parquet file" in done.stderr
+    assert not (tmp_path / "results").exists()
