@@ -111,7 +111,8 @@ def connect_local_cuda(cfg: ClusterConfig) -> Started:
                 "nthreads": cfg.threads_per_worker,
                 "memory_limit": cfg.memory_limit or 0,
                 "resources": {"CPU": 1},
-                "env": WORKER_ENV,
+                # CPU workers must not pick the GPU up on their own (backend "auto").
+                "env": {**WORKER_ENV, "CUDA_VISIBLE_DEVICES": ""},
                 "host": "127.0.0.1",
             },
         }

@@ -11,9 +11,11 @@ task also carries a ``stage`` annotation (load, features, fit, ...) that monitor
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,22 @@ from dask.delayed import Delayed, delayed
 from dask_pipeline.errors import ConfigError
 
 
-def task(func: Callable[..., Any], *args: Any, name: str, stage: str | None = None, **kwargs: Any) -> Delayed:
+_GPU_WORKERS: contextvars.ContextVar[bool] = contextvars.ContextVar("gpu_workers", default=False)
+
+
+@contextlib.contextmanager
+def gpu_workers(present: bool) -> Iterator[None]:
+    """Build graphs knowing whether the cluster has GPU workers (the runner sets this)."""
+    token = _GPU_WORKERS.set(present)
+    try:
+        yield
+    finally:
+        _GPU_WORKERS.reset(token)
+
+
+def task(
+    func: Callable[..., Any], *args: Any, name: str, stage: str | None = None, gpu: bool = False, **kwargs: Any
+) -> Delayed:
     """Wrap ``func(*args, **kwargs)`` as a pure delayed task with a readable key.
 
     Parameters
@@ -33,9 +50,15 @@ def task(func: Callable[..., Any], *args: Any, name: str, stage: str | None = No
         The readable part of the key, e.g. ``load-AAPL``.
     stage
         The stage it belongs to; defaults to the first word of ``name``.
+    gpu
+        A stage that runs best on a GPU: it asks for the ``GPU`` resource when the
+        cluster has GPU workers (``gpu_workers``), and runs anywhere otherwise.
     """
     token = tokenize(func, args, kwargs)[:8]
-    with dask.annotate(stage=stage or name.split("-", 1)[0]):
+    annotations: dict[str, Any] = {"stage": stage or name.split("-", 1)[0]}
+    if gpu and _GPU_WORKERS.get():
+        annotations["resources"] = {"GPU": 1}
+    with dask.annotate(**annotations):
         return delayed(func, pure=True)(*args, dask_key_name=f"{name}-{token}", **kwargs)
 
 
@@ -114,6 +137,40 @@ def symbols_of(cfg: Any) -> list[str]:
     return list(cfg.data.symbols)
 
 
+def features_tasks(cfg: Any) -> dict[str, tuple[Delayed, Delayed]]:
+    """Per symbol, its ``load-<S>`` bars task and its ``features-<S>`` task.
+
+    Features go through the content-addressed cache unless ``features.cache`` is false.
+    Every later stage depends on these keys, so each symbol is loaded and featurised once
+    per graph and shared by reference. The benchmark symbol (``features.benchmark``) is
+    loaded once and fed to every symbol's features.
+    """
+    from dask_pipeline.data import load_bars
+    from dask_pipeline.errors import DataError
+    from dask_pipeline.features import compute_cached
+
+    symbols = symbols_of(cfg)
+    data = cfg.data
+    benchmark = cfg.features.benchmark
+    wanted = symbols if benchmark is None or benchmark in symbols else [*symbols, benchmark]
+    if benchmark is not None and benchmark not in symbols and benchmark not in _stored(cfg):
+        raise DataError(f"'features.benchmark': {benchmark!r} is not in the store {data.root}")
+    loads = {
+        s: task(load_bars, data.root, s, data.start, data.end, dtype=data.dtype, name=f"load-{s}") for s in wanted
+    }
+    bench = loads[benchmark] if benchmark is not None else None
+    return {
+        s: (loads[s], task(compute_cached, loads[s], cfg.features, bench, symbol=s, name=f"features-{s}"))
+        for s in symbols
+    }
+
+
+def _stored(cfg: Any) -> list[str]:
+    from dask_pipeline.data import list_symbols
+
+    return list_symbols(cfg.data.root)
+
+
 def graph_names() -> list[str]:
     """The graphs shipped in ``graphs/``."""
     import dask_pipeline.graphs
@@ -121,12 +178,17 @@ def graph_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(dask_pipeline.graphs.__path__))
 
 
-def load_graph(name: str) -> Callable[[Any], dict[str, Delayed]]:
-    """The ``build`` function of the graph named ``name``."""
+def load_graph(name: str) -> Any:
+    """The module of the graph named ``name``.
+
+    A graph module has ``build(cfg) -> dict[str, Delayed]`` (a static graph the runner
+    computes), or ``drive(cfg, client, echo) -> dict[str, value]`` (a driver that submits
+    tasks as earlier results come back, like an Optuna study). Each output becomes a file.
+    """
     if name not in graph_names():
         import difflib
 
         close = difflib.get_close_matches(name, graph_names(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"'graph': unknown graph {name!r}{hint}; known: {', '.join(graph_names())}")
-    return importlib.import_module(f"dask_pipeline.graphs.{name}").build
+    return importlib.import_module(f"dask_pipeline.graphs.{name}")

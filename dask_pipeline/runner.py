@@ -13,7 +13,7 @@ from typing import Any
 
 from dask_pipeline.cluster import connect, describe
 from dask_pipeline.config import Config, dump_config
-from dask_pipeline.graph import load_graph, stages_of
+from dask_pipeline.graph import gpu_workers, load_graph, stages_of, symbols_of
 from dask_pipeline.results import write_json, write_output, write_text
 
 VERSIONED = ["dask", "distributed", "numpy", "pandas", "pyarrow", "numba", "sklearn", "optuna", "pydantic"]
@@ -55,11 +55,12 @@ def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = Fal
         shutil.rmtree(cfg.run_dir / "checkpoints", ignore_errors=True)
     elif cfg.checkpoint_dir.exists():
         echo(f"resuming: {len(list(cfg.checkpoint_dir.iterdir()))} checkpoints in {cfg.checkpoint_dir}")
-    outputs = load_graph(cfg.graph)(cfg)
+    graph = load_graph(cfg.graph)
+    symbols_of(cfg)  # a missing symbol fails here, before any cluster starts
     if client is not None:
-        return _compute_and_write(cfg, outputs, client, echo, progress)
+        return _compute_and_write(cfg, graph, client, echo, progress)
     with connect(cfg.cluster) as own_client:
-        return _compute_and_write(cfg, outputs, own_client, echo, progress)
+        return _compute_and_write(cfg, graph, own_client, echo, progress)
 
 
 def prepare_data(cfg: Config, echo: Any = print) -> None:
@@ -80,7 +81,7 @@ def _has_store(root: str) -> bool:
     return path.is_dir() and any(p.name.startswith("symbol=") for p in path.iterdir())
 
 
-def _compute_and_write(cfg: Config, outputs: dict[str, Any], client: Any, echo: Any, progress: bool) -> RunResult:
+def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress: bool) -> RunResult:
     from distributed import get_task_stream
     from distributed.diagnostics.progressbar import progress as progress_bar
 
@@ -90,26 +91,34 @@ def _compute_and_write(cfg: Config, outputs: dict[str, Any], client: Any, echo: 
     if cluster["dashboard"]:
         echo(f"dashboard: {cluster['dashboard']}")
     echo(f"cluster: {cluster['n_workers']} workers, {cluster['threads']} threads at {cluster['scheduler']}")
+    outputs = None
+    if hasattr(graph, "build"):
+        with gpu_workers("GPU" in cluster["resources"]):
+            outputs = graph.build(cfg)
 
-    names = sorted(outputs)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     with get_task_stream(client) as stream:
-        futures = client.compute([outputs[n] for n in names])
-        if progress:
-            progress_bar(futures)
-        values = dict(zip(names, client.gather(futures), strict=True))
+        if outputs is None:
+            # A driver graph (e.g. tuning) submits its own tasks as results come back.
+            values = graph.drive(cfg, client, echo)
+        else:
+            names = sorted(outputs)
+            futures = client.compute([outputs[n] for n in names])
+            if progress:
+                progress_bar(futures)
+            values = dict(zip(names, client.gather(futures), strict=True))
     wall = time.perf_counter() - t0
 
     run_dir = cfg.run_dir
-    files = [write_output(run_dir, name, values[name]) for name in names]
+    files = [write_output(run_dir, name, values[name]) for name in sorted(values)]
     record = {
         "run": cfg.output.run_name,
         "graph": cfg.graph,
         "config_digest": cfg.digest(),
         "started": started.isoformat(timespec="seconds"),
         "wall_seconds": round(wall, 3),
-        "stages": stage_times(stream.data, stages_of(outputs)),
+        "stages": stage_times(stream.data, stages_of(outputs or {})),
         "cluster": cluster,
         "versions": versions(),
         "outputs": [f.name for f in files],
