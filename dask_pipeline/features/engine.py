@@ -1,0 +1,495 @@
+"""The feature engine: the indicator registry and :func:`compute`.
+
+Adding an indicator is one function below (bar arrays and parameters in, one float32
+array per output column out, computed by a kernel) and one line in ``INDICATORS``.
+Column names are ``<output>_<params in declared order>``: ``sma_20``,
+``macd_signal_12_26_9``, ``bb_pctb_20_2``; a float parameter prints without a
+trailing ``.0`` and with ``p`` for the point (``2.5`` -> ``2p5``); ``obv`` has none.
+
+Missing bars (NaN) are allowed in the input and follow the rule documented in
+:mod:`dask_pipeline.features.reference`: windows holding a missing bar are NaN,
+recursive indicators restart after a gap. Infinite values are an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from dask_pipeline.errors import ConfigError, DataError
+from dask_pipeline.features import kernels
+
+BAR_COLUMNS = ("open", "high", "low", "close", "volume")
+_MAX_WINDOW = 100_000
+
+
+# --- registry types -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    """One indicator parameter: its type, default and allowed range (inclusive)."""
+
+    default: int | float
+    low: int | float
+    high: int | float = _MAX_WINDOW
+    kind: type = int
+
+    def describe(self) -> str:
+        kind = "integer" if self.kind is int else "number"
+        return f"{kind} {self.low}..{self.high}"
+
+    def coerce(self, value: Any, where: str) -> int | float:
+        """``value`` as this parameter's type, or a ValueError naming ``where``."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            article = "an" if self.kind is int else "a"
+            raise ValueError(f"{where} must be {article} {self.describe()}, got {value!r}")
+        if self.kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"{where} must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if not self.low <= value <= self.high:
+            raise ValueError(f"{where}={value} is out of range; allowed {self.describe()}")
+        return value
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """A registry entry: how to compute an indicator and how to name its columns.
+
+    ``compute(bars, **params)`` gets :class:`BarArrays` and returns one float32 array
+    per name in ``outputs``. ``check(**params)`` returns a message when the parameters
+    are individually valid but inconsistent together.
+    """
+
+    compute: Callable[..., tuple[np.ndarray, ...]]
+    outputs: tuple[str, ...]
+    params: dict[str, Param] = field(default_factory=dict)
+    needs_benchmark: bool = False
+    check: Callable[..., str | None] | None = None
+
+    def columns(self, params: dict[str, int | float]) -> list[str]:
+        suffix = "".join("_" + _format_param(params[name]) for name in self.params)
+        return [output + suffix for output in self.outputs]
+
+
+def _format_param(value: int | float) -> str:
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value).replace(".", "p")
+    return str(value)
+
+
+class BarArrays:
+    """A symbol's bar columns as contiguous float64 arrays, plus the aligned benchmark
+    close, with a per-call memo so indicators sharing a pass (std, z-score, Bollinger
+    on the same window) compute it once."""
+
+    def __init__(self, columns: dict[str, np.ndarray], bench_close: np.ndarray | None):
+        self.open = columns["open"]
+        self.high = columns["high"]
+        self.low = columns["low"]
+        self.close = columns["close"]
+        self.volume = columns["volume"]
+        self.bench_close = bench_close
+        self._memo: dict[tuple, Any] = {}
+
+    def moments(self, column: str, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rolling (mean, population std) of a column, float64, computed once per call."""
+        key = ("moments", column, window)
+        if key not in self._memo:
+            self._memo[key] = kernels.rolling_moments_nb(getattr(self, column), window)
+        return self._memo[key]
+
+    def atr(self, window: int) -> np.ndarray:
+        """Wilder ATR, float64, computed once per call."""
+        key = ("atr", window)
+        if key not in self._memo:
+            self._memo[key] = kernels.wilder_atr_nb(self.high, self.low, self.close, window)
+        return self._memo[key]
+
+
+# --- indicators: one function each --------------------------------------------------
+
+
+def _ret(b: BarArrays, lag):
+    return (kernels.ret_nb(b.close, lag),)
+
+
+def _logret(b: BarArrays, lag):
+    return (kernels.logret_nb(b.close, lag),)
+
+
+def _mom(b: BarArrays, lag):
+    return (kernels.mom_nb(b.close, lag),)
+
+
+def _roc(b: BarArrays, lag):
+    return (kernels.roc_nb(b.close, lag),)
+
+
+def _sma(b: BarArrays, window):
+    return (kernels.sma_nb(b.close, window),)
+
+
+def _ema(b: BarArrays, window):
+    return (kernels.ema_nb(b.close, window),)
+
+
+def _wma(b: BarArrays, window):
+    return (kernels.wma_nb(b.close, window),)
+
+
+def _std(b: BarArrays, window):
+    return (b.moments("close", window)[1].astype(np.float32),)
+
+
+def _zscore(b: BarArrays, window):
+    return (kernels.zscore_nb(b.close, *b.moments("close", window)),)
+
+
+def _volume_z(b: BarArrays, window):
+    return (kernels.zscore_nb(b.volume, *b.moments("volume", window)),)
+
+
+def _bbands(b: BarArrays, window, nbdev):
+    return kernels.bbands_nb(b.close, *b.moments("close", window), nbdev)
+
+
+def _rsi(b: BarArrays, window):
+    return (kernels.rsi_nb(b.close, window),)
+
+
+def _macd(b: BarArrays, fast, slow, signal):
+    return kernels.macd_nb(b.close, fast, slow, signal)
+
+
+def _macd_check(fast, slow, signal):
+    return None if fast < slow else f"fast ({fast}) must be shorter than slow ({slow})"
+
+
+def _atr(b: BarArrays, window):
+    return (b.atr(window).astype(np.float32),)
+
+
+def _natr(b: BarArrays, window):
+    return (kernels.natr_nb(b.atr(window), b.close),)
+
+
+def _stoch(b: BarArrays, window, smooth, d):
+    return kernels.stoch_nb(b.high, b.low, b.close, window, smooth, d)
+
+
+def _dist_high(b: BarArrays, window):
+    return (kernels.dist_high_nb(b.close, b.high, window),)
+
+
+def _dist_low(b: BarArrays, window):
+    return (kernels.dist_low_nb(b.close, b.low, window),)
+
+
+def _obv(b: BarArrays):
+    return (kernels.obv_nb(b.close, b.volume),)
+
+
+def _corr(b: BarArrays, window):
+    return (kernels.corr_nb(b.close, b.bench_close, window),)
+
+
+def _beta(b: BarArrays, window):
+    return (kernels.beta_nb(b.close, b.bench_close, window),)
+
+
+def _lag(default):
+    return {"lag": Param(default, 1)}
+
+
+def _window(default, low=2):
+    return {"window": Param(default, low)}
+
+
+INDICATORS: dict[str, Indicator] = {
+    "ret": Indicator(_ret, ("ret",), _lag(1)),
+    "logret": Indicator(_logret, ("logret",), _lag(1)),
+    "mom": Indicator(_mom, ("mom",), _lag(10)),
+    "roc": Indicator(_roc, ("roc",), _lag(10)),
+    "sma": Indicator(_sma, ("sma",), _window(20)),
+    "ema": Indicator(_ema, ("ema",), _window(12)),
+    "wma": Indicator(_wma, ("wma",), _window(20)),
+    "std": Indicator(_std, ("std",), _window(20)),
+    "zscore": Indicator(_zscore, ("zscore",), _window(20)),
+    "rsi": Indicator(_rsi, ("rsi",), _window(14)),
+    "macd": Indicator(
+        _macd,
+        ("macd", "macd_signal", "macd_hist"),
+        {"fast": Param(12, 2), "slow": Param(26, 2), "signal": Param(9, 1)},
+        check=_macd_check,
+    ),
+    "bbands": Indicator(
+        _bbands,
+        ("bb_pctb", "bb_width"),
+        {"window": Param(20, 2), "nbdev": Param(2.0, 0.01, 100.0, float)},
+    ),
+    "atr": Indicator(_atr, ("atr",), _window(14, low=1)),
+    "natr": Indicator(_natr, ("natr",), _window(14, low=1)),
+    "stoch": Indicator(
+        _stoch,
+        ("stoch_k", "stoch_d"),
+        {"window": Param(14, 1), "smooth": Param(3, 1), "d": Param(3, 1)},
+    ),
+    "dist_high": Indicator(_dist_high, ("dist_high",), _window(20, low=1)),
+    "dist_low": Indicator(_dist_low, ("dist_low",), _window(20, low=1)),
+    "volume_z": Indicator(_volume_z, ("volume_z",), _window(20)),
+    "obv": Indicator(_obv, ("obv",)),
+    "corr": Indicator(_corr, ("corr",), _window(60), needs_benchmark=True),
+    "beta": Indicator(_beta, ("beta",), _window(60), needs_benchmark=True),
+}
+
+#: The feature set used when a config names none: (registry name, parameters).
+DEFAULT_SET: tuple[tuple[str, dict[str, int | float]], ...] = (
+    ("ret", {"lag": 1}),
+    ("logret", {"lag": 1}),
+    ("sma", {"window": 20}),
+    ("ema", {"window": 12}),
+    ("std", {"window": 20}),
+    ("zscore", {"window": 20}),
+    ("mom", {"lag": 10}),
+    ("roc", {"lag": 10}),
+    ("rsi", {"window": 14}),
+    ("macd", {"fast": 12, "slow": 26, "signal": 9}),
+    ("bbands", {"window": 20, "nbdev": 2.0}),
+    ("atr", {"window": 14}),
+    ("natr", {"window": 14}),
+    ("stoch", {"window": 14, "smooth": 3, "d": 3}),
+    ("dist_high", {"window": 20}),
+    ("dist_low", {"window": 20}),
+    ("volume_z", {"window": 20}),
+    ("obv", {}),
+)
+
+
+def resolve_params(name: str, params: dict[str, Any]) -> dict[str, int | float]:
+    """Validate an indicator's parameters and fill in defaults, in declared order.
+
+    Raises
+    ------
+    ValueError
+        Unknown indicator (naming the closest valid one), unknown parameter (naming
+        the allowed ones), or a value of the wrong type or out of range.
+    """
+    indicator = INDICATORS.get(name)
+    if indicator is None:
+        close = difflib.get_close_matches(str(name), INDICATORS, n=1, cutoff=0.0)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"unknown indicator {name!r}; {hint}valid: {', '.join(sorted(INDICATORS))}"
+        )
+    unknown = [key for key in params if key not in indicator.params]
+    if unknown:
+        allowed = ", ".join(f"{key} ({p.describe()})" for key, p in indicator.params.items())
+        raise ValueError(
+            f"indicator {name!r} has no parameter {unknown[0]!r}; "
+            f"allowed: {allowed or 'none'}"
+        )
+    resolved = {
+        key: p.coerce(params.get(key, p.default), f"{name}.{key}")
+        for key, p in indicator.params.items()
+    }
+    if indicator.check is not None:
+        problem = indicator.check(**resolved)
+        if problem:
+            raise ValueError(f"indicator {name!r}: {problem}")
+    return resolved
+
+
+def feature_columns(spec=None) -> list[str]:
+    """The column names :func:`compute` returns for ``spec``, in order."""
+    return [column for _, _, columns in _plan(_spec_key(spec)) for column in columns]
+
+
+# --- compute ------------------------------------------------------------------------
+
+
+def compute(
+    bars: pd.DataFrame,
+    spec=None,
+    benchmark: pd.DataFrame | None = None,
+    *,
+    symbol: str | None = None,
+) -> pd.DataFrame:
+    """Compute technical features of one symbol's bars.
+
+    Parameters
+    ----------
+    bars : DataFrame
+        ``DatetimeIndex`` (UTC, strictly increasing), columns ``open high low close
+        volume`` (any real dtype; NaN marks a missing value, inf is an error).
+    spec : FeaturesConfig, list of IndicatorSpec, or None
+        The indicators to compute; None means the default set.
+    benchmark : DataFrame, optional
+        The benchmark symbol's bars (only ``close`` is read), needed by ``corr`` and
+        ``beta``; aligned on ``bars``' timestamps, NaN where it has no bar.
+    symbol : str, optional
+        Named in error messages.
+
+    Returns
+    -------
+    DataFrame
+        float32 columns named ``<indicator>_<params>``, same index as ``bars``.
+
+    Raises
+    ------
+    DataError
+        Malformed bars or benchmark.
+    ConfigError
+        Invalid spec, or ``corr``/``beta`` requested without a benchmark.
+    """
+    key = _spec_key(spec)
+    plan = _plan(key)
+    where = f"symbol {symbol!r}" if symbol else "bars"
+    columns = _bar_arrays(bars, where)
+    bench_close = None
+    if any(indicator.needs_benchmark for indicator, _, _ in plan):
+        if benchmark is None:
+            wanted = sorted({c for ind, _, cols in plan if ind.needs_benchmark for c in cols})
+            raise ConfigError(
+                f"features {', '.join(wanted)} need benchmark bars "
+                "(set features.benchmark and pass its bars to compute)"
+            )
+        bench_close = _aligned_close(benchmark, bars.index, where)
+    arrays = BarArrays(columns, bench_close)
+
+    names = _column_index(key)
+    # Column-major so each feature is one contiguous column and the frame is one block.
+    out = np.empty((len(bars), len(names)), dtype=np.float32, order="F")
+    j = 0
+    for indicator, params, cols in plan:
+        for values in indicator.compute(arrays, **params):
+            out[:, j] = values
+            j += 1
+    return pd.DataFrame(out, index=bars.index, columns=names, copy=False)
+
+
+def _spec_key(spec) -> tuple:
+    """A hashable description of ``spec``: ((name, ((param, value), ...)), ...)."""
+    if spec is None:
+        items = DEFAULT_SET
+    else:
+        indicators = getattr(spec, "indicators", spec)
+        if isinstance(indicators, (str, bytes)) or not hasattr(indicators, "__iter__"):
+            raise ConfigError(
+                "features spec must be a FeaturesConfig, a list of IndicatorSpec or None, "
+                f"got {type(spec).__name__}"
+            )
+        items = []
+        for item in indicators:
+            name, params = getattr(item, "name", None), getattr(item, "params", None)
+            if not isinstance(name, str) or not isinstance(params, dict):
+                raise ConfigError(
+                    f"features spec: expected IndicatorSpec items, got {type(item).__name__}"
+                )
+            items.append((name, params))
+    return tuple((name, tuple(params.items())) for name, params in items)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(key: tuple) -> tuple[tuple[Indicator, dict, list[str]], ...]:
+    """Resolved (indicator, parameters, column names) per spec item; ConfigError if invalid."""
+    plan = []
+    seen: dict[str, int] = {}
+    for position, (name, params) in enumerate(key):
+        try:
+            resolved = resolve_params(name, dict(params))
+        except ValueError as exc:
+            raise ConfigError(f"features.indicators.{position}: {exc}") from None
+        columns = INDICATORS[name].columns(resolved)
+        for column in columns:
+            if column in seen:
+                raise ConfigError(
+                    f"features.indicators.{position}: {column!r} is already computed by "
+                    f"features.indicators.{seen[column]}"
+                )
+            seen[column] = position
+        plan.append((INDICATORS[name], resolved, columns))
+    return tuple(plan)
+
+
+@functools.lru_cache(maxsize=256)
+def _column_index(key: tuple) -> pd.Index:
+    """The output columns as a pandas Index, built once per spec (building one is slow)."""
+    return pd.Index([column for _, _, cols in _plan(key) for column in cols])
+
+
+def _check_index(index: pd.Index, where: str) -> None:
+    if not isinstance(index, pd.DatetimeIndex):
+        raise DataError(f"{where}: index must be a DatetimeIndex, got {type(index).__name__}")
+    if index.tz is None or str(index.tz) != "UTC":
+        raise DataError(f"{where}: index must be UTC timestamps, got tz={index.tz}")
+    if not (index.is_monotonic_increasing and index.is_unique):
+        ticks = index.asi8
+        if index.hasnans:
+            row = int(np.flatnonzero(index.isna())[0])
+            raise DataError(f"{where}: row {row} has no timestamp (NaT)")
+        row = int(np.flatnonzero(np.diff(ticks) <= 0)[0]) + 1
+        raise DataError(
+            f"{where}: timestamps must be strictly increasing; row {row} ({index[row]}) "
+            f"does not come after {index[row - 1]}"
+        )
+
+
+def _float_column(frame: pd.DataFrame, name: str, where: str) -> np.ndarray:
+    """One column as contiguous float64 (slow path, for frames of mixed dtypes)."""
+    series = frame[name]
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+        raise DataError(f"{where}: column {name!r} must be numeric, got {dtype}")
+    return np.ascontiguousarray(series.to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+def _check_finite(values: np.ndarray, name: str, frame: pd.DataFrame, where: str) -> None:
+    row = kernels.first_infinite_nb(values)
+    if row >= 0:
+        raise DataError(f"{where}: column {name!r} is infinite at row {row} ({frame.index[row]})")
+
+
+def _bar_arrays(bars: pd.DataFrame, where: str) -> dict[str, np.ndarray]:
+    if not isinstance(bars, pd.DataFrame):
+        raise DataError(f"{where}: expected a DataFrame of bars, got {type(bars).__name__}")
+    names = bars.columns.tolist()
+    missing = [c for c in BAR_COLUMNS if c not in names]
+    if missing:
+        raise DataError(f"{where}: missing bar column(s) {', '.join(missing)}")
+    _check_index(bars.index, where)
+    # Fast path (pandas column access is slow): one array for an all-numeric frame.
+    values = bars.to_numpy()
+    if values.dtype.kind in "fiu":
+        columns = {
+            name: np.ascontiguousarray(values[:, names.index(name)], dtype=np.float64)
+            for name in BAR_COLUMNS
+        }
+    else:
+        columns = {name: _float_column(bars, name, where) for name in BAR_COLUMNS}
+    for name, column in columns.items():
+        _check_finite(column, name, bars, where)
+    return columns
+
+
+def _aligned_close(benchmark: pd.DataFrame, index: pd.DatetimeIndex, where: str) -> np.ndarray:
+    """The benchmark's close on ``index``'s timestamps, NaN where it has no bar."""
+    label = f"benchmark for {where}"
+    if not isinstance(benchmark, pd.DataFrame) or "close" not in benchmark.columns:
+        raise DataError(f"{label}: expected a DataFrame of bars with a 'close' column")
+    _check_index(benchmark.index, label)
+    close = _float_column(benchmark, "close", label)
+    _check_finite(close, "close", benchmark, label)
+    positions = benchmark.index.get_indexer(index)
+    aligned = np.full(len(index), np.nan)
+    found = positions >= 0
+    aligned[found] = close[positions[found]]
+    return aligned
