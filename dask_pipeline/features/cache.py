@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import pandas as pd
 
 import dask_pipeline
 from dask_pipeline.features import engine
+from dask_pipeline.results import write_parquet
 
 _SALT = b"dask-pipeline/features/v1"
 
@@ -86,7 +86,7 @@ def compute_cached(
         cached.index = bars.index
         return cached
     features = engine.compute(bars, spec, benchmark, symbol=symbol)
-    write_atomic(features, path)
+    write_parquet(path, features)
     return features
 
 
@@ -99,18 +99,3 @@ def _read(path: Path, columns: list[str], n_rows: int) -> pd.DataFrame | None:
     if list(frame.columns) != columns or len(frame) != n_rows:
         return None
     return frame
-
-
-def write_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``frame`` as Parquet to ``path`` via a temporary file in the same directory
-    and ``os.replace``, so readers see the old file or the new one, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

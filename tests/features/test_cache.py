@@ -114,7 +114,7 @@ def test_a_damaged_file_is_recomputed_and_replaced(tmp_path, bars, calls):
 
 
 def _writer(cache_dir: str, barrier, rounds: int) -> None:
-    from dask_pipeline.features.cache import write_atomic
+    from dask_pipeline.results import write_parquet
 
     bars = make_bars("normal", 500, seed=3).astype(np.float32)
     cfg = FeaturesConfig(cache_dir=cache_dir)
@@ -122,7 +122,7 @@ def _writer(cache_dir: str, barrier, rounds: int) -> None:
     features = compute_cached(bars, cfg)
     path = os.path.join(cache_dir, f"{cache_key(bars, cfg)}.parquet")
     for _ in range(rounds):  # keep racing on the same key
-        write_atomic(features, path)
+        write_parquet(path, features)
 
 
 def test_concurrent_writers_of_one_key(tmp_path, bars):
