@@ -71,6 +71,21 @@ def _parser() -> argparse.ArgumentParser:
     feats.add_argument("--bars", type=int, default=5000)
     feats.add_argument("--repeats", type=int, default=5)
     feats.set_defaults(func=_cmd_bench_features)
+    wf = bench.add_parser("walkforward", help="walk-forward wall time per worker count vs a plain loop")
+    wf.add_argument("--workload", default="medium", choices=["small", "medium", "large", "sp500"])
+    wf.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    wf.add_argument("--repeats", type=int, default=3)
+    wf.set_defaults(func=_cmd_bench_walkforward)
+    waves = bench.add_parser("waves", help="wave scan: reference vs numpy vs numba (vs cupy), one symbol and sp500")
+    waves.add_argument("--windows", type=int, default=500)
+    waves.add_argument("--window-bars", type=int, default=500)
+    waves.add_argument("--reference-windows", type=int, default=None,
+                       help="time the slow reference on this many evenly spaced windows and extrapolate")
+    waves.add_argument("--sp500-symbols", type=int, default=500)
+    waves.add_argument("--sp500-windows", type=int, default=2000)
+    waves.add_argument("--measure-symbols", type=int, default=2, help="symbols actually scanned for the sp500 row")
+    waves.add_argument("--repeats", type=int, default=3)
+    waves.set_defaults(func=_cmd_bench_waves)
     return parser
 
 
@@ -121,6 +136,26 @@ def _cmd_bench_features(args: argparse.Namespace) -> int:
     from dask_pipeline.bench import bench_features, format_table
 
     print(format_table(bench_features(args.symbols, args.bars, args.repeats)))
+    return 0
+
+
+def _cmd_bench_walkforward(args: argparse.Namespace) -> int:
+    from dask_pipeline.bench import bench_walkforward, format_walkforward_table
+
+    try:
+        workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        raise DaskPipelineError(f"--workers {args.workers!r}: expected comma-separated counts such as 1,2") from None
+    print(format_walkforward_table(bench_walkforward(args.workload, workers, args.repeats)))
+    return 0
+
+
+def _cmd_bench_waves(args: argparse.Namespace) -> int:
+    from dask_pipeline.waves.benchmark import bench_waves, format_waves_table
+
+    table = bench_waves(args.windows, args.window_bars, args.reference_windows, args.sp500_symbols,
+                        args.sp500_windows, args.measure_symbols, args.repeats)
+    print(format_waves_table(table))
     return 0
 
 

@@ -28,6 +28,8 @@ from dask_pipeline.features.spec import FeaturesConfig
 from dask_pipeline.folds import FoldsConfig
 from dask_pipeline.models import LabelConfig, ModelConfig
 from dask_pipeline.schema import DateText, Section
+from dask_pipeline.waves.spec import WavesConfig
+from dask_pipeline.tuning import TuneConfig
 
 #: Where presets and profiles are found when the config file's own folder has none:
 #: the repository's ``configs/`` (present for a source checkout / editable install).
@@ -120,6 +122,8 @@ class Config(Section):
     folds: FoldsConfig = FoldsConfig()
     model: ModelConfig = ModelConfig()
     backtest: BacktestConfig = BacktestConfig()
+    waves: WavesConfig = WavesConfig()
+    tune: TuneConfig = TuneConfig()
     cluster: ClusterConfig = ClusterConfig()
     output: OutputConfig = OutputConfig()
 
@@ -131,6 +135,29 @@ class Config(Section):
         if value not in graph_names():
             raise ValueError(f"unknown graph{_did_you_mean(value, graph_names())}; known: {', '.join(graph_names())}")
         return value
+
+    @model_validator(mode="after")
+    def _model_fits_task(self) -> Config:
+        from dask_pipeline.models import check_task
+
+        try:
+            check_task(self.model.name, self.label.task)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if self.folds.purge is not None and self.folds.purge < self.label.horizon:
+            raise ValueError(
+                f"folds.purge {self.folds.purge} is shorter than label.horizon {self.label.horizon}: "
+                "training labels would read bars of the test window"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tune_space_applies(self) -> Config:
+        # Every tune.space path must be a key whose type takes the distribution's values.
+        from dask_pipeline.tuning import check_space
+
+        check_space(self)
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -147,10 +174,16 @@ class Config(Section):
         return self.model_dump(mode="json")
 
     def digest(self) -> str:
-        """A stable hash of everything that defines the results (cluster and output excluded)."""
+        """A stable hash of everything that defines the results.
+
+        Left out: where and how it runs (cluster, output, monitor) and the feature cache
+        settings, which change where features are kept, not what they are.
+        """
         data = self.to_dict()
-        for key in ("cluster", "output"):
-            data.pop(key)
+        for key in ("cluster", "output", "monitor"):
+            data.pop(key, None)
+        for key in ("cache", "cache_dir"):
+            data["features"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -269,12 +302,14 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: str) -> N
 def _describe(err: dict[str, Any]) -> str:
     loc = [str(p) for p in err["loc"]]
     # Tagged/union validators add the member type name to the location; keep the config path.
-    dotted = ".".join(loc) or "<top>"
+    message = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across sections: its message names the keys itself
+        return message
+    dotted = ".".join(loc)
     if err["type"] == "extra_forbidden":
         valid = _valid_names(err["loc"][:-1])
         hint = _did_you_mean(loc[-1], valid)
         return f"unknown key '{dotted}'{hint}" if hint else f"unknown key '{dotted}' (valid: {', '.join(valid)})"
-    message = err["msg"].removeprefix("Value error, ")
     if err["type"] in ("missing",):
         return f"'{dotted}': required key is missing"
     value = err.get("input")

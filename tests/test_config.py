@@ -18,7 +18,7 @@ def write(tmp_path, text: str, name: str = "c.yaml"):
 
 def test_quickstart_loads_and_names_its_run():
     cfg = load_config(REPO / "configs" / "quickstart.yaml")
-    assert cfg.graph == "datacheck"
+    assert cfg.graph == "walkforward"
     assert cfg.output.run_name == "quickstart"
     assert cfg.data.synthetic.symbols == 8
     assert cfg.data.synthetic.start == "2016-01-01"  # an unquoted YAML date stays ISO text
@@ -126,3 +126,16 @@ def test_digest_ignores_cluster_and_output():
     b = load_config(overrides=["cluster.n_workers=4"])
     c = load_config(overrides=["seed=1"])
     assert a.digest() == b.digest() != c.digest()
+
+
+def test_cross_section_checks_name_both_keys(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "model: {name: ridge}\nlabel: {task: classification}\n"))
+    assert "'ridge'" in str(err.value) and "<top>" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"folds.purge 2 is shorter than label.horizon 5"):
+        load_config(write(tmp_path, "folds: {purge: 2}\nlabel: {horizon: 5}\n"))
+
+
+def test_digest_ignores_where_features_are_cached(tmp_path):
+    a = load_config(overrides=["features.cache_dir=/tmp/a", "features.cache=false"])
+    assert a.digest() == load_config().digest()

@@ -13,7 +13,6 @@ import sys
 import time
 
 import dask
-import pandas as pd
 import pytest
 from distributed import Client
 
@@ -25,7 +24,7 @@ from dask_pipeline.results import write_output
 from dask_pipeline.runner import run
 from dask_pipeline.walkforward import TABLES
 
-N_FOLDS = 5  # small_store: 783 bars = 252 train + 5 test windows of 110 (the last 81)
+N_FOLDS = 5  # small_store: 784 bars = 252 train + 5 test windows of 110 (the last 92)
 
 
 def write_config(tmp_path, store, name="wf", extra=""):
@@ -88,6 +87,15 @@ def test_graph_names_shares_features_and_embeds_nothing_large(tmp_path, small_st
     for key, spec in graph.items():
         if str(key).startswith("fold-"):
             assert len(pickle.dumps(spec)) < 8_000, key
+
+
+def test_plain_loop_baseline_computes_the_same_tables(tmp_path, small_store, reference):
+    from dask_pipeline.bench import walkforward_loop
+
+    cfg = load_config(write_config(tmp_path, small_store))
+    for name, value in walkforward_loop(cfg).items():
+        write_output(tmp_path / "loop", name, value)
+    assert output_bytes(tmp_path / "loop") == reference
 
 
 def test_same_bytes_on_one_and_two_local_workers(tmp_path, small_store, reference):

@@ -1,0 +1,469 @@
+"""Benchmarks behind ``dask-pipeline bench``.
+
+``bench_features`` times the feature engine against two baselines on the same synthetic
+bars: a plain pandas implementation of the default feature set (rolling / ewm / shift,
+written below) and TA-Lib on the indicators it provides. Throughput is bar-features per
+second: bars x feature columns / seconds, the median of ``repeats`` timed passes over
+all symbols, on one core with the JIT warm. Every implementation returns the same thing:
+one float32 DataFrame per symbol.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+#: Default-set indicators TA-Lib computes directly (the like-for-like comparison).
+TALIB_SHARED = (
+    "ret", "logret", "sma", "ema", "std", "mom", "roc", "rsi", "macd", "bbands",
+    "atr", "natr", "stoch", "dist_high", "dist_low", "obv",
+)  # fmt: skip
+
+
+def synthetic_bars(n_symbols: int, n_bars: int, seed: int = 0) -> list[pd.DataFrame]:
+    """Minute bars of geometric random walks (float32, the loaded-data dtype)."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-01-02", periods=n_bars, freq="min", tz="UTC", name="timestamp")
+    frames = []
+    for _ in range(n_symbols):
+        close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n_bars)))
+        open_ = np.concatenate([[100.0], close[:-1]])
+        spread = np.abs(rng.normal(0.0, 0.0005, (2, n_bars))) * close
+        frames.append(
+            pd.DataFrame(
+                {
+                    "open": open_,
+                    "high": np.maximum(open_, close) + spread[0],
+                    "low": np.minimum(open_, close) - spread[1],
+                    "close": close,
+                    "volume": rng.integers(100, 10_000, n_bars).astype(np.float64),
+                },
+                index=index,
+            ).astype(np.float32)
+        )
+    return frames
+
+
+# --- baseline 1: pandas -------------------------------------------------------------
+
+
+def _seeded_ewm(values: pd.Series, alpha: float, seed_end: int, period: int) -> pd.Series:
+    """EMA with smoothing ``alpha`` started at ``seed_end`` from the mean of the ``period``
+    values ending there (TA-Lib seeding): earlier rows are blanked, the seed row replaced."""
+    seeded = values.copy()
+    if seed_end >= len(values):
+        return seeded * np.nan
+    seeded.iloc[:seed_end] = np.nan
+    seeded.iloc[seed_end] = values.iloc[seed_end - period + 1 : seed_end + 1].mean()
+    return seeded.ewm(alpha=alpha, adjust=False).mean()
+
+
+def pandas_features(bars: pd.DataFrame) -> pd.DataFrame:
+    """The default feature set written with pandas rolling / ewm / shift (no gaps handled)."""
+    close, high, low, volume = (bars[c].astype(np.float64) for c in ("close", "high", "low", "volume"))
+    out = {}
+    out["ret_1"] = close / close.shift(1) - 1.0
+    out["logret_1"] = np.log(close / close.shift(1))
+    out["sma_20"] = close.rolling(20).mean()
+    out["ema_12"] = _seeded_ewm(close, 2.0 / 13.0, 11, 12)
+    mean20, std20 = close.rolling(20).mean(), close.rolling(20).std(ddof=0)
+    out["std_20"] = std20
+    out["zscore_20"] = (close - mean20) / std20
+    out["mom_10"] = close - close.shift(10)
+    out["roc_10"] = (close / close.shift(10) - 1.0) * 100.0
+    change = close.diff()
+    gain = _seeded_ewm(change.clip(lower=0.0), 1.0 / 14.0, 14, 14)
+    loss = _seeded_ewm(-change.clip(upper=0.0), 1.0 / 14.0, 14, 14)
+    out["rsi_14"] = 100.0 * gain / (gain + loss)
+    fast = _seeded_ewm(close, 2.0 / 13.0, 25, 12)
+    slow = _seeded_ewm(close, 2.0 / 27.0, 25, 26)
+    line = fast - slow
+    signal = _seeded_ewm(line, 2.0 / 10.0, 33, 9)
+    out["macd_12_26_9"] = line.where(signal.notna())
+    out["macd_signal_12_26_9"] = signal
+    out["macd_hist_12_26_9"] = line - signal
+    upper, lower = mean20 + 2.0 * std20, mean20 - 2.0 * std20
+    out["bb_pctb_20_2"] = (close - lower) / (upper - lower)
+    out["bb_width_20_2"] = (upper - lower) / mean20
+    prev = close.shift(1)
+    true_range = pd.concat([high - low, (high - prev).abs(), (low - prev).abs()], axis=1).max(axis=1)
+    true_range.iloc[0] = np.nan
+    atr = _seeded_ewm(true_range, 1.0 / 14.0, 14, 14)
+    out["atr_14"] = atr
+    out["natr_14"] = 100.0 * atr / close
+    highest, lowest = high.rolling(14).max(), low.rolling(14).min()
+    slow_k = (100.0 * (close - lowest) / (highest - lowest)).rolling(3).mean()
+    slow_d = slow_k.rolling(3).mean()
+    out["stoch_k_14_3_3"] = slow_k.where(slow_d.notna())
+    out["stoch_d_14_3_3"] = slow_d
+    out["dist_high_20"] = close / high.rolling(20).max() - 1.0
+    out["dist_low_20"] = close / low.rolling(20).min() - 1.0
+    out["volume_z_20"] = (volume - volume.rolling(20).mean()) / volume.rolling(20).std(ddof=0)
+    obv = (np.sign(change) * volume).fillna(0.0).cumsum() + volume.iloc[0]
+    out["obv"] = obv
+    return pd.DataFrame(out).astype(np.float32)
+
+
+# --- baseline 2: TA-Lib -------------------------------------------------------------
+
+
+def talib_features(bars: pd.DataFrame) -> pd.DataFrame:
+    """The TA-Lib-shared part of the default set, from TA-Lib calls (plus the arithmetic
+    turning BBANDS into %b / bandwidth and MAX / MIN into distances)."""
+    import talib
+
+    close, high, low, volume = (
+        np.ascontiguousarray(bars[c].to_numpy(), dtype=np.float64)
+        for c in ("close", "high", "low", "volume")
+    )
+    cols = {}
+    ratio = talib.ROCR(close, 1)
+    cols["ret_1"] = ratio - 1.0
+    cols["logret_1"] = np.log(ratio)
+    cols["sma_20"] = talib.SMA(close, 20)
+    cols["ema_12"] = talib.EMA(close, 12)
+    cols["std_20"] = talib.STDDEV(close, 20)
+    cols["mom_10"] = talib.MOM(close, 10)
+    cols["roc_10"] = talib.ROC(close, 10)
+    cols["rsi_14"] = talib.RSI(close, 14)
+    line, signal, hist = talib.MACD(close, 12, 26, 9)
+    cols["macd_12_26_9"], cols["macd_signal_12_26_9"], cols["macd_hist_12_26_9"] = line, signal, hist
+    upper, middle, lower = talib.BBANDS(close, 20, 2.0, 2.0)
+    cols["bb_pctb_20_2"] = (close - lower) / (upper - lower)
+    cols["bb_width_20_2"] = (upper - lower) / middle
+    cols["atr_14"] = talib.ATR(high, low, close, 14)
+    cols["natr_14"] = talib.NATR(high, low, close, 14)
+    cols["stoch_k_14_3_3"], cols["stoch_d_14_3_3"] = talib.STOCH(high, low, close, 14, 3, 0, 3, 0)
+    cols["dist_high_20"] = close / talib.MAX(high, 20) - 1.0
+    cols["dist_low_20"] = close / talib.MIN(low, 20) - 1.0
+    cols["obv"] = talib.OBV(close, volume)
+    out = np.empty((len(close), len(cols)), dtype=np.float32, order="F")
+    for j, values in enumerate(cols.values()):
+        out[:, j] = values
+    return pd.DataFrame(out, index=bars.index, columns=list(cols), copy=False)
+
+
+# --- timing -------------------------------------------------------------------------
+
+
+def _median_seconds(
+    runs: list[Callable[[pd.DataFrame], object]], frames: list[pd.DataFrame], repeats: int
+) -> list[float]:
+    """Median seconds of one pass over ``frames`` for each of ``runs``.
+
+    Passes are interleaved (run 1, run 2, ..., run 1, ...) so that load from elsewhere
+    on the machine falls on every implementation alike rather than on one of them.
+    """
+    for run in runs:
+        run(frames[0])  # warm: JIT compilation / cache load, lazy imports
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, spent in zip(runs, times):
+            start = time.perf_counter()
+            for bars in frames:
+                run(bars)
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
+
+
+def std_exactness(n_bars: int = 10_000_000, window: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Max relative error of rolling std vs a two-pass computation on a random walk
+    drifting from 100 to 0.03 over ``n_bars`` bars: ours and pandas."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from dask_pipeline.features import kernels
+
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(0.0, 0.002, n_bars)
+    steps += (np.log(0.03 / 100.0) - steps.sum()) / n_bars  # end at 0.03 exactly
+    close = 100.0 * np.exp(np.cumsum(steps))
+    ours = kernels.rolling_moments_nb(close, window)[1].astype(np.float32)
+    theirs = pd.Series(close).rolling(window).std(ddof=0).to_numpy()
+    worst = {"dask-pipeline": 0.0, "pandas": 0.0}
+    chunk = 1_000_000
+    for start in range(0, n_bars - window + 1, chunk):
+        stop = min(start + chunk, n_bars - window + 1)
+        exact = sliding_window_view(close[start : stop + window - 1], window).std(axis=1)
+        end = slice(start + window - 1, stop + window - 1)
+        for name, values in (("dask-pipeline", ours[end]), ("pandas", theirs[end])):
+            worst[name] = max(worst[name], float(np.max(np.abs(values - exact) / exact)))
+    return pd.DataFrame(
+        {
+            "implementation": list(worst),
+            "bars": n_bars,
+            "window": window,
+            "max_rel_error": list(worst.values()),
+        }
+    )
+
+
+def bench_features(
+    n_symbols: int = 100,
+    n_bars: int = 5000,
+    repeats: int = 5,
+    exactness_bars: int = 10_000_000,
+) -> pd.DataFrame:
+    """Feature throughput of the engine, pandas and TA-Lib (bar-features per second).
+
+    Parameters
+    ----------
+    n_symbols, n_bars
+        Synthetic minute bars per run: ``n_symbols`` frames of ``n_bars`` bars.
+    repeats
+        Timed passes over all symbols; the median is reported.
+    exactness_bars
+        Length of the drifting series of the rolling-std exactness check (0 skips it);
+        its table is in ``result.attrs["std_exactness"]``.
+
+    Returns
+    -------
+    DataFrame
+        One row per (implementation, feature set): features, seconds, bar-features/s
+        and ``ours_speedup`` (our throughput on that set over this row's).
+    """
+    from dask_pipeline.features import compute, feature_columns
+    from dask_pipeline.features.spec import DEFAULT_INDICATORS
+
+    frames = synthetic_bars(n_symbols, n_bars)
+    shared = [spec for spec in DEFAULT_INDICATORS if spec.name in TALIB_SHARED]
+    runs = [
+        ("dask-pipeline", "default", len(feature_columns(None)), lambda b: compute(b)),
+        ("pandas", "default", len(feature_columns(None)), pandas_features),
+        ("dask-pipeline", "TA-Lib subset", len(feature_columns(shared)), lambda b: compute(b, shared)),
+        ("TA-Lib", "TA-Lib subset", len(feature_columns(shared)), talib_features),
+    ]
+    rows = []
+    seconds_each = _median_seconds([run for *_, run in runs], frames, repeats)
+    for (implementation, feature_set, n_features, _), seconds in zip(runs, seconds_each):
+        rows.append(
+            {
+                "implementation": implementation,
+                "feature_set": feature_set,
+                "features": n_features,
+                "bars": n_symbols * n_bars,
+                "seconds": seconds,
+                "bar_features_per_s": n_symbols * n_bars * n_features / seconds,
+            }
+        )
+    result = pd.DataFrame(rows)
+    ours = result[result.implementation == "dask-pipeline"].set_index("feature_set")["bar_features_per_s"]
+    result["ours_speedup"] = ours.loc[result.feature_set].to_numpy() / result.bar_features_per_s
+    if exactness_bars:
+        result.attrs["std_exactness"] = std_exactness(exactness_bars)
+    return result
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """A plain-text table of :func:`bench_features`' result (and its exactness check)."""
+    shown = df.assign(
+        seconds=df.seconds.map("{:.3f}".format),
+        bar_features_per_s=df.bar_features_per_s.map("{:,.0f}".format),
+        ours_speedup=df.ours_speedup.map("{:.1f}x".format),
+    )
+    text = shown.to_string(index=False)
+    exactness = df.attrs.get("std_exactness")
+    if exactness is not None:
+        shown = exactness.assign(max_rel_error=exactness.max_rel_error.map("{:.2e}".format))
+        text += (
+            "\n\nrolling std on a random walk drifting 100 -> 0.03, vs two-pass:\n"
+            + shown.to_string(index=False)
+        )
+    return text
+
+
+# --- walk-forward: Dask cluster vs a plain loop ----------------------------------------
+
+
+def walkforward_loop(cfg) -> dict[str, pd.DataFrame]:
+    """The walk-forward graph's work as a plain sequential loop over the same stage
+    functions, in this process, without Dask (the benchmark's baseline)."""
+    from dask_pipeline.data import load_bars
+    from dask_pipeline.features import compute
+    from dask_pipeline.folds import make_folds
+    from dask_pipeline.graph import symbols_of
+    from dask_pipeline.walkforward import aggregate_folds, backtest_fold, train_fold, union_index
+
+    symbols = symbols_of(cfg)
+    bars = [load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, dtype=cfg.data.dtype) for s in symbols]
+    benchmark = None
+    if cfg.features.benchmark is not None:
+        benchmark = load_bars(cfg.data.root, cfg.features.benchmark, cfg.data.start, cfg.data.end, dtype=cfg.data.dtype)
+    features = [compute(b, cfg.features, benchmark, symbol=s) for s, b in zip(symbols, bars)]
+    folds = make_folds(union_index(b.index for b in bars), cfg.folds, cfg.label.horizon)
+    results = [
+        backtest_fold(train_fold(fold, symbols, bars, features, cfg.label, cfg.model, cfg.seed), cfg.backtest)
+        for fold in folds
+    ]
+    return aggregate_folds(results)
+
+
+def _warm_worker() -> None:
+    """Load every numba kernel the walk-forward uses (JIT cache) and the model libraries."""
+    from dask_pipeline.backtest import BacktestConfig, backtest, positions
+    from dask_pipeline.features import compute
+
+    bars = synthetic_bars(1, 300)[0]
+    compute(bars)
+    for rule in ("sign", "rank"):
+        cfg = BacktestConfig(rule=rule)
+        pred = pd.DataFrame({"A": bars["close"].diff(), "B": -bars["close"].diff()}).fillna(0.0)
+        backtest(positions(pred, cfg), pred, cfg)
+    import sklearn.ensemble  # noqa: F401 (the first import costs a second on a fresh worker)
+
+
+def bench_walkforward(workload: str, workers: list[int], repeats: int = 3) -> pd.DataFrame:
+    """Wall time of one walk-forward run of ``configs/workloads/<workload>.yaml``: a plain
+    loop over the stage functions, and a local cluster of each size in ``workers``.
+
+    Each runner is run once untimed (``first_run_s``: JIT caches, imports), then timed
+    ``repeats`` times. Each cluster is started once (``startup_s``: start-up plus loading
+    every worker's numba kernels) and closed before the next starts. A Dask run is what
+    ``dask-pipeline run`` does once connected: build the graph (the client reads the closes
+    to lay out the folds), compute it, write the results. The plain loop calls the same
+    stage functions in this process (``walkforward_loop``) and writes the same files.
+
+    Returns
+    -------
+    DataFrame
+        One row per runner (``plain loop``, then ``dask`` per worker count): ``workers``,
+        ``startup_s``, ``first_run_s``, ``median_s`` and ``min_s`` of the timed runs,
+        ``others_cores`` (median cores other programs kept busy during the timed runs:
+        the numbers are clean only near 0), ``speedup`` (the 1-worker cluster's median over
+        this row's, when measured) and ``vs_loop`` (this row's median over the loop's).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from threadpoolctl import threadpool_limits
+
+    from dask_pipeline.cluster import connect
+    from dask_pipeline.config import REPO_CONFIGS, ClusterConfig, load_config
+    from dask_pipeline.errors import ConfigError
+    from dask_pipeline.results import write_output
+    from dask_pipeline.runner import prepare_data, run, versions
+
+    path = REPO_CONFIGS / "workloads" / f"{workload}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(known)}")
+    # run() imports these for run.json; a first import inside run() can pin that run's
+    # result futures in a stored traceback, and the next run would reuse them.
+    versions()
+    with tempfile.TemporaryDirectory(prefix="bench-walkforward-") as tmp:
+        # The feature cache would turn the graph's feature tasks into file reads that the
+        # loop does not do: both compute the features.
+        cfg = load_config(path, ["features.cache=false", f"output.dir={tmp}", "cluster.dashboard=false"])
+        prepare_data(cfg, echo=lambda *a: None)
+
+        def loop_once() -> None:
+            # One BLAS/OpenMP thread, as in a worker.
+            with threadpool_limits(limits=1):
+                for name, value in walkforward_loop(cfg).items():
+                    write_output(Path(tmp) / "loop", name, value)
+
+        def dask_once(client) -> Callable[[], None]:
+            def once() -> None:
+                run(cfg, client=client, echo=lambda *a: None)
+                _wait_until_forgotten(client)
+
+            return once
+
+        # The loop runs first, with no cluster alive: a client's event-loop thread in this
+        # process would take the GIL from it.
+        startup = {("plain loop", 0): float("nan")}
+        first = {("plain loop", 0): _timed(loop_once)[0]}
+        times = {("plain loop", 0): [_timed(loop_once) for _ in range(repeats)]}
+        for n in workers:
+            start = time.perf_counter()
+            with connect(ClusterConfig(n_workers=n, dashboard=False)) as client:
+                client.wait_for_workers(n)
+                client.run(_warm_worker)
+                startup[("dask", n)] = time.perf_counter() - start
+                once = dask_once(client)
+                first[("dask", n)] = _timed(once)[0]
+                times[("dask", n)] = [_timed(once) for _ in range(repeats)]
+    table = pd.DataFrame(
+        [
+            {
+                "runner": runner,
+                "workers": n,
+                "startup_s": startup[(runner, n)],
+                "first_run_s": first[(runner, n)],
+                "median_s": statistics.median(wall for wall, _ in runs),
+                "min_s": min(wall for wall, _ in runs),
+                "others_cores": statistics.median(others for _, others in runs),
+            }
+            for (runner, n), runs in times.items()
+        ]
+    )
+    one = table[(table.runner == "dask") & (table.workers == 1)]["median_s"]
+    table["speedup"] = one.iloc[0] / table["median_s"] if len(one) else float("nan")
+    table["vs_loop"] = table["median_s"] / table["median_s"].iloc[0]
+    table.attrs.update(workload=workload, repeats=repeats)
+    return table
+
+
+def _wait_until_forgotten(client, timeout: float = 30) -> None:
+    """Block until the scheduler has released every result of the last run: the next run
+    has the same keys, and results still held would be reused instead of recomputed."""
+    deadline = time.monotonic() + timeout
+    while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the scheduler still holds results of the previous run")
+        time.sleep(0.01)
+
+
+def _timed(func: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds of ``func()``, and how many cores other programs kept busy meanwhile:
+    the machine's CPU time less this process's and its children's (the workers), per second.
+    The benchmark's numbers only mean something when that is near 0."""
+    import psutil
+
+    me = psutil.Process()
+    ours = [me, *me.children(recursive=True)]
+    busy, own = _machine_cpu(), _cpu(ours)
+    start = time.perf_counter()
+    func()
+    wall = time.perf_counter() - start
+    others = (_machine_cpu() - busy) - (_cpu(ours) - own)
+    return wall, max(others, 0.0) / wall
+
+
+def _machine_cpu() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+
+
+def _cpu(processes) -> float:
+    import psutil
+
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def format_walkforward_table(df: pd.DataFrame) -> str:
+    """A plain-text table of :func:`bench_walkforward`' result."""
+    shown = df.assign(
+        workers=[("-" if r == "plain loop" else str(w)) for r, w in zip(df.runner, df.workers)],
+        startup_s=df.startup_s.map(lambda s: "-" if s != s else f"{s:.2f}"),
+        first_run_s=df.first_run_s.map("{:.2f}".format),
+        median_s=df.median_s.map("{:.2f}".format),
+        min_s=df.min_s.map("{:.2f}".format),
+        others_cores=df.others_cores.map("{:.2f}".format),
+        speedup=df.speedup.map(lambda s: "-" if s != s else f"{s:.2f}x"),
+        vs_loop=df.vs_loop.map("{:.2f}".format),
+    )
+    title = f"walk-forward, workload {df.attrs.get('workload', '?')}, median of {df.attrs.get('repeats', '?')} runs"
+    return title + "\n" + shown.to_string(index=False)

@@ -1,0 +1,19 @@
+"""Optuna study over the walk-forward: trials side by side on the cluster, then the best
+parameters' full walk-forward (see ``dask_pipeline.tuning``)."""
+
+from dask_pipeline.graphs import walkforward
+from dask_pipeline.tuning import open_study, run_study, share_inputs, study_outputs
+
+
+def drive(cfg, client, echo):
+    """``trials``, ``best_params``, ``best_config.yaml`` (plots go to ``plots/``), and the best
+    trial's walk-forward tables: ``folds``, ``predictions``, ``equity``, ``importances``."""
+    study, state = open_study(cfg, echo)          # resumes, re-queues interrupted trials
+    inputs = share_inputs(cfg, client)            # bars and features once, as futures
+    run_study(study, state, cfg, client, inputs, echo)
+    best_cfg, outputs = study_outputs(study, cfg, echo)
+    # Same load/features keys as the shared futures: the scheduler reuses them.
+    tables = walkforward.build(best_cfg)
+    names = sorted(tables)
+    values = client.gather(client.compute([tables[n] for n in names]))
+    return {**dict(zip(names, values)), **outputs}
