@@ -211,12 +211,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         search = [path.parent, path.parent.parent, REPO_CONFIGS]
 
     layered: dict[str, Any] = {}
+    extra = _parse_overrides(overrides)
     for key, folder in LAYER_KEYS.items():
         name = raw.pop(key, None)
+        name = extra.pop(key, name)  # `-o preset=blank` replaces the file's preset
         if name is not None:
             layered = _deep_merge(layered, _read_layer(key, folder, name, search, source))
     merged = _deep_merge(layered, raw)
-    for dotted, value in _parse_overrides(overrides).items():
+    for dotted, value in extra.items():
         _set_dotted(merged, dotted, value, source)
     merged.setdefault("output", {})
     if path is not None and isinstance(merged["output"], dict):

@@ -139,3 +139,9 @@ def test_cross_section_checks_name_both_keys(tmp_path):
 def test_digest_ignores_where_features_are_cached(tmp_path):
     a = load_config(overrides=["features.cache_dir=/tmp/a", "features.cache=false"])
     assert a.digest() == load_config().digest()
+
+
+def test_preset_can_be_chosen_on_the_command_line():
+    quick = REPO / "configs" / "quickstart.yaml"
+    assert load_config(quick).model.preset == "fast"
+    assert load_config(quick, ["preset=blank"]).model.preset == "blank"
