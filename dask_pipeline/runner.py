@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from dask_pipeline.config import Config, dump_config
 from dask_pipeline.graph import gpu_workers, load_graph, stages_of, symbols_of
 from dask_pipeline.results import write_json, write_output, write_text
 
-VERSIONED = ["dask", "distributed", "numpy", "pandas", "pyarrow", "numba", "sklearn", "optuna", "pydantic"]
+VERSIONED = ["dask", "distributed", "numpy", "pandas", "pyarrow", "numba", "scikit-learn", "optuna", "pydantic"]
 
 
 @dataclass
@@ -150,13 +149,19 @@ def stage_times(task_stream: list[dict[str, Any]], stages: dict[str, str]) -> di
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python, this package and the libraries that decide the results."""
-    import importlib
+    """Versions of Python, this package and the libraries that decide the results.
+
+    Read from the installed distributions' metadata, not by importing them: an import
+    here would run in the middle of a run and is not free (optuna alone takes a second).
+    """
+    from importlib.metadata import PackageNotFoundError, version
 
     import dask_pipeline
 
     found = {"python": platform.python_version(), "dask_pipeline": dask_pipeline.__version__}
     for name in VERSIONED:
-        module = sys.modules.get(name) or importlib.import_module(name)
-        found[name] = getattr(module, "__version__", "?")
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
     return found
