@@ -810,7 +810,9 @@ class StudyDriver:
         self.live: dict[int, LiveTrial] = {}
         self.by_key: dict[str, tuple[int, int]] = {}
         self.running: dict[str, int] = {}
-        self.completed = as_completed(loop=client.loop)
+        # Results are fetched in the background as folds finish, so the driver never blocks
+        # on one fold's round trip; a fold's exception comes back as its result.
+        self.completed = as_completed(loop=client.loop, with_results=True, raise_errors=False)
         self._folds: dict[tuple[str, int], list[Fold]] = {}
         base_folds = self._layout(cfg)
         tunes_folds = any(p.split(".")[0] in ("folds", "label") for p in self.tune.space)
@@ -838,7 +840,7 @@ class StudyDriver:
                     self._start_trial()
                 if self.completed.is_empty():
                     break
-                self._fold_done(next(self.completed))
+                self._fold_done(*next(self.completed))
         except BaseException:
             self._requeue_live()
             raise
@@ -896,18 +898,16 @@ class StudyDriver:
 
     # ------------------------------------------------------------------ tell
 
-    def _fold_done(self, future: Any) -> None:
+    def _fold_done(self, future: Any, row: Any) -> None:
         where = self.by_key.pop(future.key, None)
         if where is None:  # a fold of a trial that already failed
             return
         number, k = where
         live = self.live[number]
         live.futures.pop(k)
-        try:
-            row = future.result()
-        except Exception as exc:  # the fold's own error, reported on the trial
-            first_line = (str(exc).splitlines() or [""])[0]
-            self._finish(live, "FAIL", error=f"fold {k}: {type(exc).__name__}: {first_line}")
+        if isinstance(row, BaseException):  # the fold's own error, reported on the trial
+            first_line = (str(row).splitlines() or [""])[0]
+            self._finish(live, "FAIL", error=f"fold {k}: {type(row).__name__}: {first_line}")
             return
         live.values[k] = row
         if self.pruned_stepwise:
