@@ -467,3 +467,180 @@ def format_walkforward_table(df: pd.DataFrame) -> str:
     )
     title = f"walk-forward, workload {df.attrs.get('workload', '?')}, median of {df.attrs.get('repeats', '?')} runs"
     return title + "\n" + shown.to_string(index=False)
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def _no_objective(*args) -> dict[str, float]:
+    """A fold task that does nothing: what is left of a trial is the driver's own cost."""
+    from dask_pipeline.tuning import TUNABLE_METRICS
+
+    return {name: 0.0 for name in TUNABLE_METRICS}
+
+
+def bench_tune(trials_overhead: int = 1000, resume_trials: int = 10_000, wf_trials: int = 32,
+               workers: int = 2, repeats: int = 3) -> pd.DataFrame:
+    """The three figures of ``dask-pipeline bench tune`` on ``configs/workloads/small.yaml``.
+
+    1. Driver overhead per trial: the real ``StudyDriver`` (ask, tell, journal storage,
+       Dask dispatch of every fold, pruner) over ``trials_overhead`` trials whose fold task
+       returns at once; seconds per trial, median of ``repeats`` fresh studies. Random
+       sampler (TPE's own ask cost grows with the study and is reported on its own row).
+    2. Resume: ``open_study`` on a journal file holding ``resume_trials`` finished trials
+       (written beforehand, untimed); median of ``repeats``.
+    3. ``wf_trials`` real walk-forward trials, random sampler with one seed so both sides
+       evaluate the same parameter sets, no pruner: the Dask driver on ``workers`` local
+       workers, against ``optuna.Study.optimize(n_jobs=1)`` calling the same stage
+       functions in this process on features computed once.
+    """
+    import tempfile
+
+    import optuna
+
+    from dask_pipeline import tuning
+    from dask_pipeline.cluster import connect
+    from dask_pipeline.config import REPO_CONFIGS, ClusterConfig, load_config
+    from dask_pipeline.data import load_bars
+    from dask_pipeline.features import compute
+    from dask_pipeline.folds import make_folds
+    from dask_pipeline.runner import prepare_data
+    from dask_pipeline.walkforward import union_index
+
+    path = REPO_CONFIGS / "workloads" / "small.yaml"
+    space = {
+        "model.params.learning_rate": {"float": [0.02, 0.3], "log": True},
+        "model.params.l2_regularization": {"float": [0.0, 1.0]},
+        "backtest.threshold": {"float": [0.0, 0.002]},
+    }
+    rows = []
+    quiet = lambda *a, **k: None  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
+
+        def tune_cfg(name: str, n_trials: int, sampler: str, pruner: str, preset: str = "fast",
+                     concurrency: int = workers):
+            return load_config(path, [
+                "graph=tune", f"preset={preset}", "features.cache=false", f"output.dir={tmp}",
+                f"output.run_name={name}", f"tune.n_trials={n_trials}", f"tune.sampler={sampler}",
+                f"tune.pruner={pruner}", f"tune.concurrency={concurrency}", "tune.seed=5",
+                f"tune.space={space}",
+            ])
+
+        prepare_data(tune_cfg("data", 1, "random", "none"), echo=quiet)
+
+        class Dispatch(tuning.StudyDriver):
+            evaluate = staticmethod(_no_objective)
+
+        with connect(ClusterConfig(n_workers=workers, dashboard=False)) as client:
+            client.run(_warm_worker)
+            for sampler in ("random", "tpe"):
+                n = trials_overhead if sampler == "random" else max(1, trials_overhead // 5)
+                per_trial = []
+                for r in range(repeats):
+                    # Enough trials in flight that the driver, not a fold's round trip, sets the pace.
+                    cfg = tune_cfg(f"overhead-{sampler}-{r}", n, sampler, "median", concurrency=16)
+                    study, state = tuning.open_study(cfg, quiet)
+                    inputs = tuning.share_inputs(cfg, client)
+                    client.gather(inputs.features)
+                    with tuning._optuna_quiet():
+                        driver = Dispatch(study, state, cfg, client, inputs, quiet)
+                        wall, others = _timed(driver.run)
+                    per_trial.append((wall / n, others))
+                rows.append({"measure": f"driver overhead per trial ({sampler} sampler, {n} trials, "
+                                        f"{len(driver._layout(cfg))} folds each, 16 in flight)",
+                             "value": statistics.median(p for p, _ in per_trial) * 1e3, "unit": "ms",
+                             "target": "<= 5 ms" if sampler == "random" else "",
+                             "others_cores": statistics.median(o for _, o in per_trial)})
+
+            cfg = tune_cfg("resume", resume_trials, "random", "none")
+            _fill_study(cfg, resume_trials)
+            loads = [_timed(lambda: tuning.open_study(cfg, quiet)) for _ in range(repeats)]
+            rows.append({"measure": f"resume: open a {resume_trials:,}-trial study",
+                         "value": statistics.median(w for w, _ in loads), "unit": "s", "target": "<= 2 s",
+                         "others_cores": statistics.median(o for _, o in loads)})
+
+            cfg = tune_cfg("dask", wf_trials, "random", "none", preset="balanced")
+
+            def dask_study() -> None:
+                study, state = tuning.open_study(cfg, quiet)
+                inputs = tuning.share_inputs(cfg, client)
+                tuning.run_study(study, state, cfg, client, inputs, quiet)
+
+            dask_wall, dask_others = _timed(dask_study)
+            dask_values = _values(tuning.open_study(cfg, quiet)[0])
+
+        # The in-process baseline runs with no cluster alive (its event loop would take the GIL).
+        symbols = list(cfg.data.symbols or [])
+        from dask_pipeline.data import list_symbols
+
+        symbols = symbols or list_symbols(cfg.data.root)
+        bars = [load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, dtype=cfg.data.dtype) for s in symbols]
+        feats = [compute(b, cfg.features) for b in bars]
+        index = union_index(b.index for b in bars)
+        base_cfg = tune_cfg("plain", wf_trials, "random", "none", preset="balanced")
+
+        def objective(trial) -> float:
+            params = {}
+            for p in sorted(base_cfg.tune.space):
+                d = base_cfg.tune.space[p].distribution()
+                params[p] = trial.suggest_float(p, d.low, d.high, log=d.log)
+            c = tuning.apply_params(base_cfg, params)
+            folds = make_folds(index, c.folds, c.label.horizon)
+            values = [tuning.evaluate_fold(f, symbols, bars, feats, c.label, c.model, c.backtest, c.seed)["sharpe"]
+                      for f in folds]
+            return float(np.mean(values))
+
+        def plain_study() -> optuna.Study:
+            sampler = tuning.SAMPLERS["random"](base_cfg.tune, _sampler_seed(base_cfg))
+            study = optuna.create_study(direction="maximize", sampler=sampler)
+            with tuning._optuna_quiet():
+                study.optimize(objective, n_trials=wf_trials, n_jobs=1)
+            return study
+
+        holder: dict[str, optuna.Study] = {}
+        plain_wall, plain_others = _timed(lambda: holder.setdefault("s", plain_study()))
+        same = dask_values == _values(holder["s"])
+        rows.append({"measure": f"{wf_trials} walk-forward trials, plain study.optimize(n_jobs=1)",
+                     "value": plain_wall, "unit": "s", "target": "", "others_cores": plain_others})
+        rows.append({"measure": f"{wf_trials} walk-forward trials, dask driver on {workers} workers",
+                     "value": dask_wall, "unit": "s", "target": "", "others_cores": dask_others})
+        rows.append({"measure": "speedup of the dask driver" + ("" if same else " (trial values DIFFER)"),
+                     "value": plain_wall / dask_wall, "unit": "x", "target": ">= 1.8x", "others_cores": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def _sampler_seed(cfg) -> int:
+    # What open_study seeds a fresh study's sampler with, so both sides draw the same sets.
+    return int(np.random.SeedSequence([cfg.tune.seed, 0]).generate_state(1)[0])
+
+
+def _values(study) -> list[tuple]:
+    """(params, value) of the complete trials, in order of their parameters."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    return sorted((tuple(sorted(t.params.items())), round(t.value, 12)) for t in done)
+
+
+def _fill_study(cfg, n: int) -> None:
+    """Write ``n`` finished trials into the config's study (through its real storage)."""
+    import optuna
+
+    from dask_pipeline import tuning
+
+    study, _ = tuning.open_study(cfg, lambda *a: None)
+    distributions = {p: cfg.tune.space[p].distribution() for p in sorted(cfg.tune.space)}
+    rng = np.random.default_rng(0)
+    trials = []
+    for i in range(n):
+        params = {p: float(d.low + (d.high - d.low) * rng.random()) for p, d in distributions.items()}
+        trials.append(optuna.trial.create_trial(params=params, distributions=distributions, value=float(rng.normal()),
+                                                user_attrs={"folds": {"n": 4, "sharpe": [0.0] * 4}}))
+    study.add_trials(trials)
+
+
+def format_tune_table(df: pd.DataFrame) -> str:
+    """The bench-tune table as text."""
+    shown = df.assign(
+        value=[f"{v:,.3f} {u}" for v, u in zip(df["value"], df["unit"])],
+        others_cores=df.others_cores.map(lambda x: "" if x != x else f"{x:.2f}"),
+    )[["measure", "value", "target", "others_cores"]]
+    return shown.to_string(index=False)

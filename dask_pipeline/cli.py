@@ -1,4 +1,4 @@
-"""The ``dask-pipeline`` command: run | data | bench.
+"""The ``dask-pipeline`` command: run | report | data | bench.
 
 Expected failures (``DaskPipelineError``) print one line on stderr and exit 2; anything
 else is a bug and keeps its traceback.
@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     run.set_defaults(func=_cmd_run)
 
+    report = sub.add_parser("report", help="rebuild report.html of a finished run from its result files")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/quickstart")
+    report.set_defaults(func=_cmd_report)
+
     data = sub.add_parser("data", help="make, import and check market data").add_subparsers(metavar="ACTION")
     synth = data.add_parser("synth", help="generate a synthetic market as a Parquet store")
     synth.add_argument("--out", required=True, help="store root to create")
@@ -86,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     waves.add_argument("--measure-symbols", type=int, default=2, help="symbols actually scanned for the sp500 row")
     waves.add_argument("--repeats", type=int, default=3)
     waves.set_defaults(func=_cmd_bench_waves)
+    tune = bench.add_parser("tune", help="tune driver overhead per trial, resume time, trials on Dask vs study.optimize")
+    tune.add_argument("--overhead-trials", type=int, default=1000)
+    tune.add_argument("--resume-trials", type=int, default=10_000)
+    tune.add_argument("--trials", type=int, default=32, help="real walk-forward trials on the small workload")
+    tune.add_argument("--workers", type=int, default=2)
+    tune.add_argument("--repeats", type=int, default=3)
+    tune.set_defaults(func=_cmd_bench_tune)
     return parser
 
 
@@ -101,6 +112,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     echo = (lambda *a, **k: None) if args.quiet else print
     run(cfg, echo=echo, progress=not args.quiet and sys.stdout.isatty(), resume=args.resume)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dask_pipeline.report import build_report
+
+    print(f"report: {build_report(args.run_dir)}")
     return 0
 
 
@@ -156,6 +174,14 @@ def _cmd_bench_waves(args: argparse.Namespace) -> int:
     table = bench_waves(args.windows, args.window_bars, args.reference_windows, args.sp500_symbols,
                         args.sp500_windows, args.measure_symbols, args.repeats)
     print(format_waves_table(table))
+    return 0
+
+
+def _cmd_bench_tune(args: argparse.Namespace) -> int:
+    from dask_pipeline.bench import bench_tune, format_tune_table
+
+    table = bench_tune(args.overhead_trials, args.resume_trials, args.trials, args.workers, args.repeats)
+    print(format_tune_table(table))
     return 0
 
 

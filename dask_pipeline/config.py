@@ -27,6 +27,7 @@ from dask_pipeline.errors import ConfigError
 from dask_pipeline.features.spec import FeaturesConfig
 from dask_pipeline.folds import FoldsConfig
 from dask_pipeline.models import LabelConfig, ModelConfig
+from dask_pipeline.monitor import MonitorConfig
 from dask_pipeline.schema import DateText, Section
 from dask_pipeline.waves.spec import WavesConfig
 from dask_pipeline.tuning import TuneConfig
@@ -126,6 +127,7 @@ class Config(Section):
     tune: TuneConfig = TuneConfig()
     cluster: ClusterConfig = ClusterConfig()
     output: OutputConfig = OutputConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @field_validator("graph")
     @classmethod

@@ -15,3 +15,7 @@ class DataError(DaskPipelineError):
 
 class ClusterError(DaskPipelineError):
     """A cluster cannot be started or reached, or its workers are unfit for the run."""
+
+
+class ThresholdError(DaskPipelineError):
+    """A finished run crossed a ``monitor`` threshold and ``monitor.fail_on_threshold`` is set."""

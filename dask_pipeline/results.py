@@ -51,6 +51,13 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def write_output(run_dir: Path, name: str, value: Any) -> Path:
     """Write one graph output by its type: DataFrame -> Parquet, dict/list -> JSON, str -> text."""
     if isinstance(value, pd.DataFrame):

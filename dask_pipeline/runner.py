@@ -12,8 +12,12 @@ from typing import Any
 
 from dask_pipeline.cluster import connect, describe
 from dask_pipeline.config import Config, dump_config
+from dask_pipeline.errors import ThresholdError
 from dask_pipeline.graph import gpu_workers, load_graph, stages_of, symbols_of
-from dask_pipeline.results import write_json, write_output, write_text
+from dask_pipeline.monitor import (MemorySampler, check_thresholds, format_table, portfolio_metrics, stage_times,
+                                   task_dependencies)
+from dask_pipeline.report import build_report
+from dask_pipeline.results import write_bytes, write_json, write_output, write_text
 
 VERSIONED = ["dask", "distributed", "numpy", "pandas", "pyarrow", "numba", "scikit-learn", "optuna", "pydantic"]
 
@@ -81,7 +85,9 @@ def _has_store(root: str) -> bool:
 
 
 def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress: bool) -> RunResult:
-    from distributed import get_task_stream
+    import tempfile
+
+    from distributed import get_task_stream, performance_report
     from distributed.diagnostics.progressbar import progress as progress_bar
 
     cluster = describe(client)
@@ -97,55 +103,52 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
 
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    with get_task_stream(client) as stream:
-        if outputs is None:
-            # A driver graph (e.g. tuning) submits its own tasks as results come back.
-            values = graph.drive(cfg, client, echo)
-        else:
-            names = sorted(outputs)
-            futures = client.compute([outputs[n] for n in names])
-            if progress:
-                progress_bar(futures)
-            values = dict(zip(names, client.gather(futures), strict=True))
-    wall = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="dask-report-") as tmp:
+        dask_report = Path(tmp) / "dask-report.html"
+        # performance_report reports on the current client, which need not be the default one.
+        with client.as_current(), performance_report(filename=str(dask_report)), \
+                get_task_stream(client) as stream, MemorySampler(client) as memory:
+            if outputs is None:
+                # A driver graph (e.g. tuning) submits its own tasks as results come back.
+                values = graph.drive(cfg, client, echo)
+            else:
+                names = sorted(outputs)
+                futures = client.compute([outputs[n] for n in names])
+                if progress:
+                    progress_bar(futures)
+                values = dict(zip(names, client.gather(futures), strict=True))
+        wall = time.perf_counter() - t0
+        run_dir = cfg.run_dir
+        files = [write_output(run_dir, name, values[name]) for name in sorted(values)]
+        outputs_written = [f.name for f in files]
+        files.append(write_bytes(run_dir / "dask-report.html", dask_report.read_bytes()))
 
-    run_dir = cfg.run_dir
-    files = [write_output(run_dir, name, values[name]) for name in sorted(values)]
+    stages = stage_times(stream.data, stages_of(outputs or {}), task_dependencies(outputs or {}), memory.samples)
+    crossed = check_thresholds(stages, cfg.monitor, portfolio_metrics(values.get("folds")))
+    files.append(write_json(run_dir / "stages.json", stages))
     record = {
         "run": cfg.output.run_name,
         "graph": cfg.graph,
         "config_digest": cfg.digest(),
         "started": started.isoformat(timespec="seconds"),
         "wall_seconds": round(wall, 3),
-        "stages": stage_times(stream.data, stages_of(outputs or {})),
+        "stages": stages,
+        "thresholds": crossed,
         "cluster": cluster,
         "versions": versions(),
-        "outputs": [f.name for f in files],
+        "outputs": outputs_written,
     }
     files.append(write_text(run_dir / "config.yaml", dump_config(cfg)))
     files.append(write_json(run_dir / "run.json", record))
+    files.append(build_report(run_dir))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    echo(format_table(stages))
+    for item in crossed:
+        echo(f"warning: {item['message']}")
     echo(f"results: {run_dir} ({', '.join(f.name for f in files)}) in {wall:.1f} s")
+    if crossed and cfg.monitor.fail_on_threshold:
+        raise ThresholdError(f"{len(crossed)} monitor threshold(s) crossed, first: {crossed[0]['message']}")
     return RunResult(run_dir, files, record, values)
-
-
-def stage_times(task_stream: list[dict[str, Any]], stages: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Per stage: task count, wall seconds (first start to last stop) and summed compute seconds."""
-    spans: dict[str, list[tuple[float, float]]] = {}
-    for record in task_stream:
-        key = str(record["key"])
-        stage = stages.get(key, key.split("-", 1)[0])
-        computes = [s for s in record.get("startstops", ()) if s.get("action") == "compute"]
-        for s in computes:
-            spans.setdefault(stage, []).append((s["start"], s["stop"]))
-    table = {}
-    for stage, items in sorted(spans.items()):
-        table[stage] = {
-            "tasks": len(items),
-            "wall_seconds": round(max(b for _, b in items) - min(a for a, _ in items), 4),
-            "compute_seconds": round(sum(b - a for a, b in items), 4),
-        }
-    return table
 
 
 def versions() -> dict[str, str]:

@@ -25,7 +25,8 @@ def test_run_on_existing_scheduler_writes_summary_and_record(tmp_path, small_sto
     with Client(dask_processes.address) as client:
         result = run(cfg, client=client, echo=lambda *a: None)
     run_dir = tmp_path / "results" / "check"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "run.json", "summary.parquet"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "dask-report.html", "figures", "report.html",
+                                                         "run.json", "stages.json", "summary.parquet"]
 
     summary = pd.read_parquet(run_dir / "summary.parquet")
     assert list(summary["symbol"]) == sorted(summary["symbol"]) and len(summary) == 4

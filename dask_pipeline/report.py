@@ -1,0 +1,410 @@
+"""``report.html``: a run's results as one self-contained page of tables and figures.
+
+Built from the result files of a run folder alone (``run.json``, ``config.yaml`` and
+whichever graph outputs are there), so ``dask-pipeline report RUN_DIR`` rebuilds it for
+any finished run. Figures are drawn with matplotlib's Agg canvas (no display, no pyplot
+state), embedded as base64 PNG and also saved under ``figures/``. Each section appears
+only when the files it reads exist, as a ``<section id="...">``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from dask_pipeline.errors import DataError
+from dask_pipeline.results import write_bytes, write_text
+
+TOP_IMPORTANCES = 20
+TOP_PATTERNS = 20
+TOP_WAVE_SYMBOLS = 3
+MAX_LABELLED_CURVES = 12
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; display: block; margin: 0.5em 0; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+.note { color: #666; font-style: italic; }
+"""
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write ``report.html`` (and ``figures/*.png``) for the finished run in ``run_dir``.
+
+    Parameters
+    ----------
+    run_dir
+        A run folder: it must hold ``run.json``; every other file is optional.
+
+    Returns
+    -------
+    Path
+        The written ``report.html``.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: not a run folder (no such directory)")
+    if not (run_dir / "run.json").is_file():
+        raise DataError(f"{run_dir}: not a run folder (no run.json)")
+    try:
+        record = json.loads((run_dir / "run.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{run_dir / 'run.json'}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    page = _Page(run_dir)
+    for section in SECTIONS:
+        section(page, record)
+    title = f"Run {record.get('run') or run_dir.name} ({record.get('graph', '?')})"
+    body = "\n".join(page.parts)
+    text = (
+        f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{_esc(title)}</title>\n"
+        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n{_contents(page.ids)}\n{body}\n</body>\n</html>\n"
+    )
+    return write_text(run_dir / "report.html", text)
+
+
+class _Page:
+    """The sections written so far and the figures they saved."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.parts: list[str] = []
+        self.ids: list[tuple[str, str]] = []
+
+    def section(self, id_: str, title: str, *blocks: str) -> None:
+        self.ids.append((id_, title))
+        self.parts.append(f'<section id="{id_}">\n<h2>{_esc(title)}</h2>\n' + "\n".join(blocks) + "\n</section>")
+
+    def figure(self, name: str, draw: Callable[[Any], None], size: tuple[float, float] = (10, 4)) -> str:
+        """Draw ``draw(fig)`` on a new figure, save it as ``figures/<name>.png``, return its ``<img>``."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=size, dpi=100, layout="constrained")
+        draw(fig)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+        png = buffer.getvalue()
+        write_bytes(self.run_dir / "figures" / f"{name}.png", png)
+        return _img(png, name)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" alt="{_esc(alt)}">'
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def _table(frame: pd.DataFrame, index: bool = False) -> str:
+    return frame.to_html(index=index, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
+
+
+def _contents(ids: list[tuple[str, str]]) -> str:
+    links = " · ".join(f'<a href="#{i}">{_esc(t)}</a>' for i, t in ids)
+    return f"<nav>{links}</nav>"
+
+
+def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
+    path = run_dir / name
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def summary_section(page: _Page, record: dict[str, Any]) -> None:
+    """Graph, start, wall time, cluster and versions from ``run.json``; the resolved config."""
+    cluster = record.get("cluster") or {}
+    rows = [
+        ("graph", record.get("graph")),
+        ("started", record.get("started")),
+        ("wall seconds", record.get("wall_seconds")),
+        ("config digest", record.get("config_digest")),
+        ("outputs", ", ".join(record.get("outputs", []))),
+    ]
+    rows += [(f"cluster {k}", v) for k, v in cluster.items() if v not in (None, "", {}, [])]
+    table = _table(pd.DataFrame(rows, columns=["", "value"]).astype(str))
+    versions = record.get("versions") or {}
+    vtable = _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])) if versions else ""
+    thresholds = record.get("thresholds") or []
+    warn = "".join(f"<p class=\"note\">warning: {_esc(t.get('message', t))}</p>" for t in thresholds)
+    page.section("summary", "Run summary", table, warn, "<h3>Versions</h3>" if vtable else "", vtable)
+    config = page.run_dir / "config.yaml"
+    if config.is_file():
+        page.section("config", "Resolved config", f"<pre>{_esc(config.read_text())}</pre>")
+
+
+def stages_section(page: _Page, record: dict[str, Any]) -> None:
+    """Per stage: tasks, wall and summed compute seconds, as a table and a bar chart."""
+    stages = record.get("stages") or {}
+    if not stages:
+        return
+    frame = pd.DataFrame.from_dict(stages, orient="index")
+    frame.index.name = "stage"
+    frame = frame.reset_index()
+    cols = [c for c in ("stage", "tasks", "wall_seconds", "compute_seconds") if c in frame]
+    frame = frame[cols]
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        y = np.arange(len(frame))
+        ax.barh(y - 0.2, frame["wall_seconds"], height=0.4, label="wall (first start to last stop)")
+        ax.barh(y + 0.2, frame["compute_seconds"], height=0.4, label="compute (summed over tasks)")
+        ax.set_yticks(y, [f"{s} ({n})" for s, n in zip(frame["stage"], frame["tasks"])])
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds")
+        ax.set_title("Time per stage (task count in brackets)")
+        ax.legend(loc="lower right")
+
+    page.section("stages", "Stage timings", page.figure("stages", draw, (10, 0.5 * len(frame) + 1.5)), _table(frame))
+
+
+def chain_equity(equity: pd.DataFrame) -> pd.DataFrame:
+    """One continuous curve per ``curve``: each fold's equity (starting from 1) compounded on the last.
+
+    Parameters
+    ----------
+    equity
+        ``equity.parquet``: long format with ``fold``, ``curve``, ``timestamp``, ``equity``.
+
+    Returns
+    -------
+    DataFrame
+        ``timestamp`` index, one column per curve, and the chained equity as values.
+    """
+    chained = []
+    for curve, part in equity.groupby("curve", sort=True):
+        part = part.sort_values(["fold", "timestamp"])
+        ends = part.groupby("fold", sort=True)["equity"].last()
+        # Each fold restarts at 1: scale it by the product of the earlier folds' final equity.
+        base = ends.cumprod().shift(1, fill_value=1.0)
+        values = part["equity"].to_numpy() * part["fold"].map(base).to_numpy()
+        chained.append(pd.Series(values, index=pd.DatetimeIndex(part["timestamp"]), name=str(curve)))
+    frame = pd.concat(chained, axis=1).sort_index()
+    return frame
+
+
+def equity_section(page: _Page, record: dict[str, Any]) -> None:
+    """Portfolio and per-symbol equity curves over all test windows, with drawdowns."""
+    equity = _read(page.run_dir, "equity.parquet")
+    if equity is None or equity.empty:
+        return
+    curves = chain_equity(equity)
+    portfolio = curves["portfolio"].dropna() if "portfolio" in curves else None
+    symbols = curves.drop(columns=["portfolio"], errors="ignore")
+    blocks = []
+    if portfolio is not None:
+        def draw_portfolio(fig: Any) -> None:
+            top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+            top.plot(portfolio.index, portfolio.to_numpy(), color="C0")
+            top.axhline(1.0, color="#999", lw=0.8)
+            top.set_ylabel("equity")
+            top.set_title("Portfolio equity, test windows chained fold by fold")
+            drawdown = portfolio / portfolio.cummax() - 1
+            bottom.fill_between(drawdown.index, drawdown.to_numpy(), 0, color="C3", alpha=0.5)
+            bottom.set_ylabel("drawdown")
+
+        blocks.append(page.figure("equity-portfolio", draw_portfolio, (10, 5)))
+    if not symbols.empty:
+        def draw_symbols(fig: Any) -> None:
+            top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+            for name in symbols:
+                series = symbols[name].dropna()
+                top.plot(series.index, series.to_numpy(), lw=0.9, label=name)
+                bottom.plot(series.index, (series / series.cummax() - 1).to_numpy(), lw=0.7)
+            top.axhline(1.0, color="#999", lw=0.8)
+            top.set_ylabel("equity")
+            top.set_title("Per-symbol equity")
+            if symbols.shape[1] <= MAX_LABELLED_CURVES:
+                top.legend(ncol=4, fontsize="small")
+            bottom.set_ylabel("drawdown")
+
+        blocks.append(page.figure("equity-symbols", draw_symbols, (10, 5)))
+    final = curves.ffill().iloc[-1]
+    drawdowns = (curves / curves.cummax() - 1).min()
+    table = pd.DataFrame({"curve": final.index, "final equity": final.to_numpy(), "max drawdown": drawdowns.to_numpy()})
+    page.section("equity", "Equity curves", *blocks, _table(table))
+
+
+FOLD_COLUMNS = ["fold", "test_start", "test_end", "n_test", "total_return", "cagr", "volatility", "sharpe",
+                "sortino", "max_drawdown", "hit_rate", "trades", "turnover", "exposure"]
+
+
+def folds_section(page: _Page, record: dict[str, Any]) -> None:
+    """Portfolio metrics per fold: a table and a bar chart of the Sharpe ratio."""
+    folds = _read(page.run_dir, "folds.parquet")
+    if folds is None or folds.empty or "curve" not in folds:
+        return
+    portfolio = folds[folds["curve"] == "portfolio"].sort_values("fold")
+    if portfolio.empty:
+        return
+    table = portfolio[[c for c in FOLD_COLUMNS if c in portfolio]].copy()
+    for column in ("test_start", "test_end"):
+        if column in table:
+            table[column] = table[column].dt.strftime("%Y-%m-%d")
+    blocks = []
+    if "sharpe" in portfolio:
+        def draw(fig: Any) -> None:
+            ax = fig.add_subplot()
+            sharpe = portfolio["sharpe"].to_numpy()
+            ax.bar(portfolio["fold"].astype(str), sharpe, color=np.where(sharpe >= 0, "C2", "C3"))
+            ax.axhline(float(np.nanmean(sharpe)), color="#555", ls="--", lw=1, label=f"mean {np.nanmean(sharpe):.2f}")
+            ax.set_xlabel("fold")
+            ax.set_ylabel("Sharpe")
+            ax.set_title("Portfolio Sharpe ratio per fold (test window)")
+            ax.legend()
+
+        blocks.append(page.figure("folds-sharpe", draw))
+    page.section("folds", "Per-fold metrics (portfolio)", *blocks, _table(table))
+
+
+def importances_section(page: _Page, record: dict[str, Any]) -> None:
+    """The top features by importance, averaged over folds (and models)."""
+    imp = _read(page.run_dir, "importances.parquet")
+    if imp is None or imp.empty:
+        return
+    mean = imp.groupby("feature")["importance"].agg(["mean", "std"]).sort_values("mean", ascending=False)
+    top = mean.head(TOP_IMPORTANCES)
+    methods = ", ".join(sorted(imp["method"].astype(str).unique())) if "method" in imp else "?"
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        y = np.arange(len(top))
+        ax.barh(y, top["mean"], xerr=top["std"].fillna(0), color="C0", ecolor="#888")
+        ax.set_yticks(y, top.index)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"importance ({methods}), mean over folds")
+        ax.set_title(f"Top {len(top)} features")
+
+    table = top.reset_index().rename(columns={"mean": "mean importance", "std": "std over folds"})
+    page.section("importances", "Feature importances",
+                 page.figure("importances", draw, (10, 0.3 * len(top) + 1.5)), _table(table))
+
+
+def optuna_section(page: _Page, record: dict[str, Any]) -> None:
+    """Optuna history from ``trials.parquet``, the best parameters and the study's own plots."""
+    trials = _read(page.run_dir, "trials.parquet")
+    best_path = page.run_dir / "best_params.json"
+    best = json.loads(best_path.read_text()) if best_path.is_file() else None
+    plots = sorted((page.run_dir / "plots").glob("*.png")) if (page.run_dir / "plots").is_dir() else []
+    if trials is None and best is None and not plots:
+        return
+    blocks = []
+    if trials is not None and not trials.empty:
+        values = [c for c in trials.columns if c == "value" or c.startswith("value_")]
+        direction = (best or {}).get("direction", "maximize")
+
+        def draw(fig: Any) -> None:
+            ax = fig.add_subplot()
+            for i, column in enumerate(values):
+                done = trials[["number", column]].dropna()
+                ax.scatter(done["number"], done[column], s=14, color=f"C{i}", label=column)
+                if column == "value" and isinstance(direction, str):
+                    running = done[column].cummax() if direction == "maximize" else done[column].cummin()
+                    ax.step(done["number"], running, where="post", color="C3", label=f"best so far ({direction})")
+            ax.set_xlabel("trial")
+            ax.set_ylabel("objective")
+            ax.set_title("Optimisation history (complete trials)")
+            if values:
+                ax.legend()
+
+        blocks.append(page.figure("optuna-history", draw))
+        states = trials["state"].value_counts() if "state" in trials else pd.Series(dtype=int)
+        blocks.append("<p>" + ", ".join(f"{_esc(k)}: {v}" for k, v in states.items()) + "</p>")
+        shown = [c for c in trials.columns if c in ("number", "state", "duration") or c in values
+                 or c.startswith("params_")]
+        order = values[0] if values else "number"
+        top = trials[shown].sort_values(order, ascending=direction != "maximize", na_position="last").head(20)
+        blocks.append("<h3>Best trials</h3>" + _table(top))
+    if best is not None:
+        params = pd.DataFrame(sorted((best.get("params") or {}).items()), columns=["parameter", "value"]).astype(str)
+        blocks.append(f"<h3>Best parameters (trial {_esc(best.get('trial'))}, value {_esc(best.get('value'))})</h3>"
+                      + _table(params))
+    for plot in plots:
+        blocks.append(f"<h3>{_esc(plot.stem)}</h3>" + _img(plot.read_bytes(), plot.stem))
+    page.section("optuna", "Optuna study", *blocks)
+
+
+WAVE_COLUMNS = ["symbol", "direction", "window", "t0", "t5", "p0", "p5", "wave2_score", "wave3_score",
+                "wave4_score", "wave5_score", "time_score", "score"]
+
+
+def waves_section(page: _Page, record: dict[str, Any]) -> None:
+    """The top-scoring impulse patterns, and for the best symbols their price with the pivots 0-5."""
+    waves = _read(page.run_dir, "waves.parquet")
+    if waves is None or waves.empty:
+        return
+    ranked = waves.sort_values("score", ascending=False, kind="stable")
+    table = ranked[[c for c in WAVE_COLUMNS if c in ranked]].head(TOP_PATTERNS).copy()
+    for column in ("t0", "t5"):
+        if column in table:
+            table[column] = table[column].dt.strftime("%Y-%m-%d")
+    blocks = [f"<h3>Top {len(table)} patterns by score</h3>" + _table(table)]
+    best_per_symbol = ranked.drop_duplicates("symbol").head(TOP_WAVE_SYMBOLS)
+    data = _data_config(page.run_dir)
+    for _, pattern in best_per_symbol.iterrows():
+        symbol = str(pattern["symbol"])
+        bars = _bars(data, symbol)
+        if bars is None:
+            blocks.append(f'<p class="note">{_esc(symbol)}: bars not found under the config\'s data.root</p>')
+            continue
+        blocks.append(page.figure(f"waves-{symbol}", _draw_impulse(symbol, bars["close"], pattern)))
+    page.section("waves", "Elliott-wave patterns", *blocks)
+
+
+def _draw_impulse(symbol: str, close: pd.Series, pattern: pd.Series) -> Callable[[Any], None]:
+    times = [pattern[f"t{i}"] for i in range(6)]
+    prices = [float(pattern[f"p{i}"]) for i in range(6)]
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        ax.plot(close.index, close.to_numpy(), color="#666", lw=0.8, label="close")
+        ax.plot(times, prices, color="C1", lw=1.8, marker="o", label=f"{pattern['direction']} impulse")
+        up = pattern["direction"] == "up"
+        for i, (t, p) in enumerate(zip(times, prices)):
+            # Peaks of an up impulse are the odd pivots: label them above, troughs below.
+            above = (i % 2 == 1) == up
+            ax.annotate(str(i), (t, p), textcoords="offset points", xytext=(0, 8 if above else -14),
+                        ha="center", fontweight="bold", color="C1")
+        ax.set_title(f"{symbol}: best impulse, score {float(pattern['score']):.3f}")
+        ax.set_ylabel("close")
+        ax.legend(loc="upper left")
+
+    return draw
+
+
+def _data_config(run_dir: Path) -> dict[str, Any]:
+    # The report reads the run's own record of where its bars were; a config that no
+    # longer loads (moved presets, a newer schema) must not stop the report.
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        return (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+    except yaml.YAMLError:
+        return {}
+
+
+def _bars(data: dict[str, Any], symbol: str) -> pd.DataFrame | None:
+    from dask_pipeline.data import load_bars
+
+    root = data.get("root")
+    if not root or not (Path(root) / f"symbol={symbol}").exists():
+        return None
+    start, end = data.get("start"), data.get("end")
+    return load_bars(root, symbol, None if start is None else str(start), None if end is None else str(end),
+                     columns=["close"], dtype="float64")
+
+
+SECTIONS = [summary_section, stages_section, equity_section, folds_section, importances_section,
+            optuna_section, waves_section]

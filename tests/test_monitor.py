@@ -1,0 +1,84 @@
+"""The per-stage table matches the graph; thresholds warn, and fail when told, after the files exist."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from dask_pipeline.cli import main
+from dask_pipeline.config import load_config
+from dask_pipeline.errors import ConfigError, ThresholdError
+from dask_pipeline.graph import load_graph, stages_of
+from dask_pipeline.monitor import MonitorConfig, check_thresholds, portfolio_metrics, stage_times
+from dask_pipeline.runner import run
+
+
+def small_config(store, tmp_path, graph, *extra):
+    return load_config(overrides=[
+        f"data.root={store}", f"graph={graph}", "preset=blank", "folds.train=252", "folds.test=126",
+        "cluster.n_workers=1", "cluster.dashboard=false", f"output.dir={tmp_path}", "output.run_name=r", *extra,
+    ])
+
+
+def test_stage_task_counts_match_the_graph(tmp_path, small_store):
+    cfg = small_config(small_store, tmp_path, "walkforward")
+    result = run(cfg, echo=lambda *a: None)
+    expected = Counter(stages_of(load_graph("walkforward").build(cfg)).values())
+    table = json.loads((result.run_dir / "stages.json").read_text())
+    assert {stage: row["tasks"] for stage, row in table.items()} == dict(expected)
+    assert sum(row["share"] for row in table.values()) == pytest.approx(1.0, abs=1e-3)
+    assert (result.run_dir / "dask-report.html").stat().st_size > 0
+
+
+def test_stage_times_transfers_and_memory():
+    stream = [
+        {"key": "load-A-1", "worker": "w1", "nbytes": 100, "startstops": [{"action": "compute", "start": 0, "stop": 1}]},
+        {"key": "fit-A-2", "worker": "w2", "nbytes": 10, "startstops": [
+            {"action": "transfer", "start": 1, "stop": 1.5, "source": "w1"},
+            {"action": "compute", "start": 2, "stop": 4}]},
+    ]
+    table = stage_times(stream, {}, {"fit-A-2": {"load-A-1"}}, [(0.5, "w1", 7), (3, "w2", 50), (3, "w1", 99)])
+    assert table["fit"]["transfer_bytes"] == 100 and table["load"]["transfer_bytes"] == 0
+    assert table["fit"]["peak_worker_memory"] == 50 and table["load"]["peak_worker_memory"] == 7
+    assert table["fit"]["share"] == pytest.approx(2 / 3, abs=1e-3)
+
+
+def test_check_thresholds_memory_and_metric():
+    table = {"fit": {"wall_seconds": 1.0, "peak_worker_memory": 5 * 2**30}}
+    folds = pd.DataFrame({"fold": [0, 1, 0], "curve": ["portfolio", "portfolio", "A"], "sharpe": [0.1, 0.3, 9.0]})
+    crossed = check_thresholds(table, MonitorConfig(max_worker_memory="4GiB", min_metric={"sharpe": 0.5}),
+                               portfolio_metrics(folds))
+    assert [c["threshold"] for c in crossed] == ["max_worker_memory", "min_metric"]
+    assert "sharpe 0.2" in crossed[1]["message"]
+
+
+def test_bad_memory_size_names_the_key():
+    with pytest.raises(ConfigError, match="monitor.max_worker_memory"):
+        load_config(overrides=["monitor.max_worker_memory=lots"])
+
+
+def test_threshold_warns_then_fails_after_files(tmp_path, small_store, capsys):
+    lines = []
+    cfg = small_config(small_store, tmp_path, "datacheck", "monitor.max_stage_seconds=0.000001")
+    result = run(cfg, echo=lines.append)
+    assert any(line.startswith("warning: stage load took ") and "> monitor.max_stage_seconds 1e-06" in line
+               for line in lines)
+    assert result.record["thresholds"] and result.record["thresholds"][0]["stage"] == "load"
+
+    failing = small_config(small_store, tmp_path / "fail", "datacheck", "monitor.max_stage_seconds=0.000001",
+                           "monitor.fail_on_threshold=true")
+    with pytest.raises(ThresholdError):
+        run(failing, echo=lambda *a: None)
+    for name in ("summary.parquet", "run.json", "stages.json", "report.html"):
+        assert (failing.run_dir / name).is_file()
+    assert json.loads((failing.run_dir / "run.json").read_text())["thresholds"]
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"graph: datacheck\ndata: {{root: {small_store}}}\ncluster: {{n_workers: 1, dashboard: false}}\n"
+                      f"output: {{dir: {tmp_path / 'cli'}}}\nmonitor: {{max_stage_seconds: 0.000001, fail_on_threshold: true}}\n")
+    assert main(["run", str(config), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "monitor.max_stage_seconds" in err and "\n" not in err

@@ -1,0 +1,110 @@
+"""report.html: built from a finished run folder alone, with every section that applies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+
+from dask_pipeline.cli import main
+from dask_pipeline.config import load_config
+from dask_pipeline.errors import DataError
+from dask_pipeline.report import build_report, chain_equity
+from dask_pipeline.runner import run
+
+PNG = 'data:image/png;base64,'
+
+
+class Sections(HTMLParser):
+    """Collects ``<section id>`` values and the embedded PNG ``<img>`` count."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.ids: list[str] = []
+        self.images = 0
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.ids.append(attrs["id"])
+        if tag == "img" and (attrs.get("src") or "").startswith(PNG):
+            self.images += 1
+
+
+def small_config(store, tmp_path, graph):
+    return load_config(overrides=[
+        f"data.root={store}", f"graph={graph}", "preset=blank", "folds.train=252", "folds.test=126",
+        "cluster.n_workers=1", "cluster.dashboard=false", f"output.dir={tmp_path}", "output.run_name=r",
+    ])
+
+
+@pytest.fixture(scope="module")
+def walkforward_run(tmp_path_factory, small_store):
+    tmp = tmp_path_factory.mktemp("report-wf")
+    return run(small_config(small_store, tmp, "walkforward"), echo=lambda *a: None)
+
+
+def test_run_writes_report(walkforward_run):
+    assert walkforward_run.run_dir / "report.html" in walkforward_run.files
+    assert (walkforward_run.run_dir / "report.html").is_file()
+
+
+def test_report_rebuilds_from_folder_alone(walkforward_run):
+    run_dir = walkforward_run.run_dir
+    (run_dir / "report.html").unlink()
+    shutil.rmtree(run_dir / "figures")
+    path = build_report(run_dir)
+    page = Sections(path.read_text())
+    assert page.ids == ["summary", "config", "stages", "equity", "folds", "importances"]
+    figures = sorted(p.name for p in (run_dir / "figures").glob("*.png"))
+    assert figures == ["equity-portfolio.png", "equity-symbols.png", "folds-sharpe.png", "importances.png",
+                       "stages.png"]
+    assert page.images == len(figures)
+
+
+def test_chain_equity_compounds_folds():
+    ts = pd.date_range("2020-01-01", periods=4, tz="UTC")
+    equity = pd.DataFrame({"fold": [0, 0, 1, 1], "curve": "portfolio", "timestamp": ts,
+                           "equity": [1.1, 1.2, 0.5, 1.5]})
+    chained = chain_equity(equity)["portfolio"]
+    assert chained.tolist() == pytest.approx([1.1, 1.2, 0.6, 1.8])
+
+
+def test_datacheck_has_no_equity(tmp_path, small_store):
+    result = run(small_config(small_store, tmp_path, "datacheck"), echo=lambda *a: None)
+    page = Sections((result.run_dir / "report.html").read_text())
+    assert "equity" not in page.ids and "folds" not in page.ids
+    assert page.ids[:2] == ["summary", "config"]
+
+
+def test_tune_folder_gets_optuna_section(tmp_path, walkforward_run):
+    run_dir = tmp_path / "tune"
+    shutil.copytree(walkforward_run.run_dir, run_dir)
+    pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE", "PRUNED", "COMPLETE"], "value": [0.2, None, 0.5],
+                  "params_model.learning_rate": [0.1, 0.05, 0.2]}).to_parquet(run_dir / "trials.parquet")
+    (run_dir / "best_params.json").write_text(json.dumps({"trial": 2, "value": 0.5, "direction": "maximize",
+                                                         "params": {"model.learning_rate": 0.2}}))
+    page = Sections(build_report(run_dir).read_text())
+    assert "optuna" in page.ids
+    assert (run_dir / "figures" / "optuna-history.png").is_file()
+
+
+def test_waves_section(tmp_path, small_store):
+    result = run(small_config(small_store, tmp_path, "wavescan"), echo=lambda *a: None)
+    page = Sections((result.run_dir / "report.html").read_text())
+    assert "waves" in page.ids
+    charts = sorted((result.run_dir / "figures").glob("waves-*.png"))
+    assert len(charts) == 3
+    assert page.images == 1 + len(charts)  # the stage chart and one price chart per top symbol
+
+
+def test_missing_run_dir(tmp_path, capsys):
+    with pytest.raises(DataError, match="no run.json"):
+        build_report(tmp_path)
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
