@@ -221,7 +221,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
             layered = _deep_merge(layered, _read_layer(key, folder, name, search, source))
     merged = _deep_merge(layered, raw)
     for dotted, value in extra.items():
-        _set_dotted(merged, dotted, value, source)
+        try:
+            set_dotted(merged, dotted, value)
+        except ConfigError as exc:
+            raise ConfigError(f"override {dotted}: {exc}") from None
     merged.setdefault("output", {})
     if path is not None and isinstance(merged["output"], dict):
         merged["output"].setdefault("run_name", path.stem)
@@ -292,13 +295,17 @@ def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, 
     return parsed
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree[a][b][c] = value`` for ``dotted = "a.b.c"``, creating sections on the way.
+
+    Raises ``ConfigError`` when a prefix of the path holds a value rather than a section.
+    """
     parts = dotted.split(".")
     node = tree
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted}: {'.'.join(parts[: i + 1])} is {child!r}, not a section")
+            raise ConfigError(f"{'.'.join(parts[: i + 1])} is a value ({child!r}), not a section")
         node = child
     node[parts[-1]] = value
 

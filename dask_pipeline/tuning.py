@@ -333,7 +333,7 @@ def check_space(cfg: Any) -> None:
 
 
 def _path_problem(base: dict[str, Any], path: str, param: Param) -> tuple[str, Any] | None:
-    from dask_pipeline.config import Config, _describe, _did_you_mean
+    from dask_pipeline.config import Config, _describe, _did_you_mean, set_dotted
 
     parts = path.split(".")
     head = parts[0]
@@ -348,7 +348,7 @@ def _path_problem(base: dict[str, Any], path: str, param: Param) -> tuple[str, A
     for value in param.probes():
         data = copy.deepcopy(base)
         try:
-            _set_path(data, path, value)
+            set_dotted(data, path, value)
             Config.model_validate(data)
         except ConfigError as exc:
             return f"not a config key: {exc}", param.model_dump()
@@ -370,17 +370,6 @@ def _trial_dict(cfg: Any) -> dict[str, Any]:
     return data
 
 
-def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(parts[: i + 1])} is a value ({child!r}), not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def apply_params(cfg: Any, params: Mapping[str, Any]) -> Any:
     """A validated copy of ``cfg`` with ``params`` (dotted path -> value) in place.
 
@@ -392,11 +381,11 @@ def apply_params(cfg: Any, params: Mapping[str, Any]) -> Any:
         When the values together are not a valid config (e.g. a parameter the chosen
         model does not take), naming the key.
     """
-    from dask_pipeline.config import Config, _describe
+    from dask_pipeline.config import Config, _describe, set_dotted
 
     data = _trial_dict(cfg)
     for path, value in params.items():
-        _set_path(data, path, value)
+        set_dotted(data, path, value)
     try:
         trial = Config.model_validate(data)
     except ValidationError as exc:
