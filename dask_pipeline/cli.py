@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, metavar="N", help="number of local workers (cluster.n_workers)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run of the same config: compute only what is missing")
-    run.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only errors (no progress, no stage table)")
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser("report", help="rebuild report.html of a finished run from its result files")
@@ -111,7 +111,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"cluster.n_workers={args.workers}")
     cfg = load_config(args.config, overrides)
     echo = (lambda *a, **k: None) if args.quiet else print
-    run(cfg, echo=echo, progress=not args.quiet and sys.stdout.isatty(), resume=args.resume)
+    # Progress per stage: live bars on a terminal, a plain line every few seconds otherwise.
+    run(cfg, echo=echo, progress=not args.quiet, resume=args.resume)
     return 0
 
 

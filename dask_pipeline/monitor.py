@@ -3,7 +3,9 @@
 Everything here comes from the scheduler, not from guesses: task counts and compute
 spans from the task stream, transfers from its ``transfer`` start/stops (their bytes
 from the ``nbytes`` of the dependencies fetched from another worker), and worker memory
-from the scheduler's heartbeat metrics, sampled by ``MemorySampler`` during the compute.
+from the scheduler's heartbeat metrics, sampled by ``StageMonitor`` during the compute.
+``StageMonitor`` also drives the live progress per stage (``RichProgress`` on a
+terminal, ``LineProgress`` elsewhere).
 """
 
 from __future__ import annotations
@@ -18,71 +20,259 @@ from pydantic import Field, field_validator
 from dask_pipeline.schema import Section
 
 SAMPLE_SECONDS = 0.5
+#: How long a run waits, at most, for the workers' heartbeats after its last task.
+FINAL_HEARTBEAT_WAIT = 3.0
 
 
 class MonitorConfig(Section):
     """Thresholds a run is checked against once it has computed.
 
-    A crossing prints a warning and is recorded in ``run.json`` (``thresholds``);
-    ``fail_on_threshold`` makes the run fail (exit 2) after its files are written.
+    ``max_stage_seconds``: a stage's wall seconds; ``max_worker_memory``: a stage's peak
+    worker memory (bytes, or a size such as ``4GiB``); ``min_metric``: portfolio metrics
+    (mean over folds of ``folds.parquet``) such as ``{sharpe: 0.5}``. A crossing prints a
+    warning and is recorded in ``run.json`` (``thresholds``); ``fail_on_threshold`` makes
+    the run fail (``ThresholdError``, exit 2) after all its files are written.
     """
 
     max_stage_seconds: float | None = Field(None, gt=0)
-    max_worker_memory: str | None = None
+    max_worker_memory: int | str | None = None
     min_metric: dict[str, float] = {}
     fail_on_threshold: bool = False
 
     @field_validator("max_worker_memory")
     @classmethod
-    def _is_size(cls, value: str | None) -> str | None:
+    def _is_size(cls, value: int | str | None) -> int | str | None:
         if value is not None:
             from dask.utils import parse_bytes
 
             try:
-                parse_bytes(value)
+                size = parse_bytes(value)
             except (ValueError, TypeError) as exc:
-                raise ValueError(f"{value!r} is not a size (expected e.g. 4GiB or 500MB)") from exc
+                raise ValueError(f"{value!r} is not a size (expected bytes or e.g. 4GiB, 500MB)") from exc
+            if size <= 0:
+                raise ValueError(f"{value!r} is not a positive size")
         return value
 
 
-class MemorySampler:
-    """A background thread recording each worker's memory every ``interval`` seconds.
+class StageMonitor:
+    """Follow a compute from the scheduler: tasks per stage as they finish, and worker memory.
 
-    ``samples`` holds ``(time, worker address, bytes)``. The figure is the one the
-    scheduler has from the worker's last heartbeat, so it lags by up to a heartbeat.
+    A scheduler plugin counts, per ``stage`` annotation (else the key's first word, as
+    ``graph.task`` names stages), the tasks that entered the scheduler and those that
+    finished, and keeps each task's stage and dependencies. A background thread polls it
+    every ``interval`` seconds together with each worker's memory from its last heartbeat
+    and hands the counts to ``display`` (``RichProgress``, ``LineProgress`` or None).
+
+    Attributes, complete after the ``with`` block: ``samples`` ``(time, worker, bytes)``
+    (time: when the scheduler received the heartbeat), ``counts`` stage -> ``(done,
+    total)``, ``stages`` key -> stage, ``dependencies`` key -> keys, and ``error``: why
+    the scheduler could not be followed (None when it was), in which case the rest stay empty.
     """
 
-    def __init__(self, client: Any, interval: float = SAMPLE_SECONDS):
-        self.client = client
-        self.interval = interval
-        self.samples: list[tuple[float, str, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
+    def __init__(self, client: Any, display: Any = None, interval: float = SAMPLE_SECONDS):
+        import uuid
 
-    def __enter__(self) -> MemorySampler:
+        self.client = client
+        self.display = display
+        self.interval = interval
+        self.name = f"dask-pipeline-stages-{uuid.uuid4().hex[:8]}"
+        self.samples: list[tuple[float, str, int]] = []
+        self.counts: dict[str, tuple[int, int]] = {}
+        self.stages: dict[str, str] = {}
+        self.dependencies: dict[str, list[str]] = {}
+        self.error: str | None = None
+        self._seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stage-monitor", daemon=True)
+
+    def __enter__(self) -> StageMonitor:
+        try:
+            self.client.register_plugin(_stage_counter(self.name), name=self.name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a scheduler that refuses pickled plugins
+            self.error = f"{type(exc).__name__}: {exc}"
+            return self
+        if self.display is not None:
+            self.display.start()
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self.error is not None:
+            return
         self._stop.set()
         self._thread.join()
-        self._sample()  # the last heartbeat covers the end of the compute
+        try:
+            if exc_type is None:  # a failed compute reports its error without waiting
+                self._last_heartbeats()
+            final = self.client.run_on_scheduler(_stage_record(self.name, final=True))
+            self.client.unregister_scheduler_plugin(self.name)
+        except Exception as err:  # noqa: BLE001 - a closing cluster: keep what the polls had
+            self.error = f"{type(err).__name__}: {err}"
+        else:
+            self._take(final)
+            self.stages = final["stages"]
+            self.dependencies = final["dependencies"]
+        if self.display is not None:
+            self.display.stop(self.counts)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
+        poll = _stage_record(self.name, final=False)
+        while not self._stop.wait(self.interval):
+            try:
+                self._take(self.client.run_on_scheduler(poll))
+            except Exception:  # noqa: BLE001 - a poll lost to a busy or closing scheduler is only a gap
+                continue
+            if self.display is not None:
+                self.display.update(self.counts)
 
-    def _sample(self) -> None:
-        try:
-            workers = self.client.scheduler_info()["workers"]
-        except Exception:  # noqa: BLE001 - a sample lost to a closing client is only a gap
-            return
-        now = time.time()
-        for address, info in workers.items():
-            memory = (info.get("metrics") or {}).get("memory")
-            if memory is not None:
-                self.samples.append((now, address, int(memory)))
+    def _last_heartbeats(self) -> None:
+        # The last tasks (an aggregate, often the largest) end between heartbeats: wait for
+        # one more from every worker, so their memory is sampled too.
+        poll = _stage_record(self.name, final=False)
+        ended = self.client.run_on_scheduler(poll)["now"]
+        deadline = time.monotonic() + FINAL_HEARTBEAT_WAIT
+        while True:
+            record = self.client.run_on_scheduler(poll)
+            self._take(record)
+            if all(seen > ended for seen, _, _ in record["memory"]) or time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+
+    def _take(self, record: dict[str, Any]) -> None:
+        self.counts = {stage: (done, total) for stage, (done, total) in record["counts"].items()}
+        for seen, worker, memory in record["memory"]:
+            # One heartbeat is one sample, however many polls see it.
+            if memory is not None and self._seen.get(worker) != seen:
+                self._seen[worker] = seen
+                self.samples.append((seen, worker, int(memory)))
+
+
+def _stage_counter(name: str) -> Any:
+    """The scheduler plugin behind ``StageMonitor``.
+
+    Defined inside a function so that it is pickled by value: the scheduler then needs
+    only ``distributed``, not this package (a remote scheduler may run from a bare image).
+    """
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    queued = ("waiting", "queued", "no-worker", "processing")
+
+    class StageCounter(SchedulerPlugin):
+        def __init__(self) -> None:
+            self.name = name
+            self.scheduler: Any = None
+            self.stage: dict[str, str] = {}
+            self.dependencies: dict[str, list[str]] = {}
+            self.done: set[str] = set()
+            self.counts: dict[str, list[int]] = {}
+            self.began: dict[str, int] = {}
+
+        async def start(self, scheduler: Any) -> None:
+            self.scheduler = scheduler
+
+        def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+            name = str(key)
+            stage = self.stage.get(name)
+            if stage is None:
+                # Counted once it is to be computed: scattered data never is.
+                if finish not in queued:
+                    return
+                ts = self.scheduler.tasks.get(key)
+                stage = str(((ts.annotations if ts is not None else None) or {}).get("stage")
+                            or name.split("-", 1)[0])
+                self.stage[name] = stage
+                self.dependencies[name] = [str(d.key) for d in ts.dependencies] if ts is not None else []
+                self.counts.setdefault(stage, [0, 0])[1] += 1
+            if finish == "processing" and stage not in self.began:
+                self.began[stage] = len(self.began)
+            if finish in ("memory", "erred") and name not in self.done:
+                self.done.add(name)
+                self.counts[stage][0] += 1
+
+    return StageCounter()
+
+
+def _stage_record(name: str, final: bool) -> Any:
+    """A function for ``run_on_scheduler`` reading ``name``'s counts and the workers' memory (by value, as above)."""
+
+    def record(dask_scheduler: Any) -> dict[str, Any]:
+        import time
+
+        plugin = dask_scheduler.plugins[name]
+        # Stages in the order their first task started, then those still waiting.
+        order = sorted(plugin.counts, key=lambda stage: plugin.began.get(stage, len(plugin.began)))
+        found: dict[str, Any] = {
+            "now": time.time(),
+            "counts": {stage: tuple(plugin.counts[stage]) for stage in order},
+            "memory": [(ws.last_seen, ws.address, (ws.metrics or {}).get("memory"))
+                       for ws in dask_scheduler.workers.values()],
+        }
+        if final:
+            found["stages"] = dict(plugin.stage)
+            found["dependencies"] = dict(plugin.dependencies)
+        return found
+
+    return record
+
+
+class LineProgress:
+    """Progress as plain lines (a log, a pipe, a notebook): one line every ``every`` seconds while it changes."""
+
+    def __init__(self, echo: Any = print, every: float = 5.0):
+        self.echo = echo
+        self.every = every
+        self._last: tuple[float, Any] = (0.0, None)
+
+    def start(self) -> None:
+        self._last = (time.monotonic(), None)
+
+    def update(self, counts: dict[str, tuple[int, int]]) -> None:
+        shown_at, shown = self._last
+        if counts != shown and time.monotonic() - shown_at >= self.every:
+            self._show(counts)
+
+    def stop(self, counts: dict[str, tuple[int, int]]) -> None:
+        if counts and counts != self._last[1]:
+            self._show(counts)
+
+    def _show(self, counts: dict[str, tuple[int, int]]) -> None:
+        self._last = (time.monotonic(), dict(counts))
+        self.echo("progress: " + ", ".join(f"{stage} {done}/{total}" for stage, (done, total) in counts.items()))
+
+
+class RichProgress:
+    """A live bar per stage on a terminal (rich); ``console`` defaults to stdout."""
+
+    def __init__(self, console: Any = None):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console)
+        self._bars: dict[str, Any] = {}
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def update(self, counts: dict[str, tuple[int, int]]) -> None:
+        for stage, (done, total) in counts.items():
+            if stage not in self._bars:
+                self._bars[stage] = self.progress.add_task(stage, total=total)
+            self.progress.update(self._bars[stage], completed=done, total=total)
+
+    def stop(self, counts: dict[str, tuple[int, int]]) -> None:
+        self.update(counts)
+        self.progress.stop()
+
+
+def progress_display(progress: bool, echo: Any = print) -> LineProgress | RichProgress | None:
+    """The display ``run(progress=...)`` uses: rich bars on a terminal, plain lines elsewhere, None when off."""
+    import sys
+
+    if not progress:
+        return None
+    if sys.stdout.isatty():
+        return RichProgress()
+    return LineProgress(echo)
 
 
 def stage_times(
@@ -91,19 +281,22 @@ def stage_times(
     dependencies: dict[str, Iterable[str]] | None = None,
     memory: list[tuple[float, str, int]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The per-stage table of a run.
+    """The per-stage table of a run, stages in the order they started.
 
     Parameters
     ----------
     task_stream
         ``get_task_stream`` records (key, worker, nbytes, startstops).
     stages
-        Key -> stage (``stages_of``); a key not in it counts under its first word.
+        Key -> stage (``stages_of``, ``StageMonitor.stages``); a key not in it counts
+        under its first word.
     dependencies
-        Key -> the keys it depends on, to size its transfers; None counts no bytes.
+        Key -> the keys it depends on, to size its transfers; None counts no bytes. A
+        dependency counts once per worker that fetched it.
     memory
-        ``MemorySampler.samples``: a sample counts for every stage with a task computing
-        on that worker at that moment.
+        ``StageMonitor.samples``: a sample counts for every stage with a task computing
+        on that worker at that moment; a stage whose tasks all ran between two heartbeats
+        gets the first sample after each of its tasks (the memory holding its result).
 
     Returns
     -------
@@ -114,10 +307,11 @@ def stage_times(
     """
     dependencies = dependencies or {}
     placed = {str(r["key"]): (r.get("worker"), int(r.get("nbytes") or 0)) for r in task_stream}
+    fetched: set[tuple[str, Any]] = set()
     spans: dict[str, list[tuple[float, float]]] = {}
     on_worker: dict[str, list[tuple[float, float, str]]] = {}
     rows: dict[str, dict[str, Any]] = {}
-    for record in task_stream:
+    for record in sorted(task_stream, key=_first_start):
         key = str(record["key"])
         stage = stages.get(key, key.split("-", 1)[0])
         startstops = record.get("startstops", ())
@@ -128,16 +322,18 @@ def stage_times(
         row = rows.setdefault(stage, {"tasks": 0, "transfer_seconds": 0.0, "transfer_bytes": 0})
         row["tasks"] += 1
         spans.setdefault(stage, []).extend(computes)
-        on_worker.setdefault(record.get("worker"), []).extend((a, b, stage) for a, b in computes)
+        worker = record.get("worker")
+        on_worker.setdefault(worker, []).extend((a, b, stage) for a, b in computes)
         if transfers:
             row["transfer_seconds"] += sum(s["stop"] - s["start"] for s in transfers)
-            worker = record.get("worker")
-            row["transfer_bytes"] += sum(placed[d][1] for d in map(str, dependencies.get(key, ()))
-                                         if d in placed and placed[d][0] != worker)
+            remote = {d for d in map(str, dependencies.get(key, ()))
+                      if d in placed and placed[d][0] != worker and (d, worker) not in fetched}
+            fetched.update((d, worker) for d in remote)
+            row["transfer_bytes"] += sum(placed[d][1] for d in remote)
     peaks = _memory_peaks(memory or [], on_worker)
     total = sum(b - a for items in spans.values() for a, b in items) or 1.0
     table = {}
-    for stage in sorted(rows):
+    for stage in rows:
         items = spans[stage]
         compute = sum(b - a for a, b in items)
         table[stage] = {
@@ -152,14 +348,29 @@ def stage_times(
     return table
 
 
+def _first_start(record: dict[str, Any]) -> float:
+    return min((s["start"] for s in record.get("startstops", ())), default=float("inf"))
+
+
 def _memory_peaks(samples: list[tuple[float, str, int]],
                   on_worker: dict[str, list[tuple[float, float, str]]]) -> dict[str, int]:
-    peaks: dict[str, int] = {}
-    for t, worker, memory in samples:
-        for start, stop, stage in on_worker.get(worker, ()):
-            if start <= t <= stop:
-                peaks[stage] = max(peaks.get(stage, 0), memory)
-    return peaks
+    import bisect
+
+    by_worker: dict[str, list[tuple[float, int]]] = {}
+    for t, worker, memory in sorted(samples):
+        by_worker.setdefault(worker, []).append((t, memory))
+    during: dict[str, int] = {}
+    after: dict[str, int] = {}
+    for worker, intervals in on_worker.items():
+        found = by_worker.get(worker, [])
+        times = [t for t, _ in found]
+        for start, stop, stage in intervals:
+            lo, hi = bisect.bisect_left(times, start), bisect.bisect_right(times, stop)
+            if lo < hi:
+                during[stage] = max(during.get(stage, 0), max(m for _, m in found[lo:hi]))
+            elif hi < len(found):
+                after[stage] = max(after.get(stage, 0), found[hi][1])
+    return {**after, **during}
 
 
 def task_dependencies(outputs: dict[str, Any]) -> dict[str, set[str]]:
@@ -206,7 +417,7 @@ def check_thresholds(table: dict[str, dict[str, Any]], monitor: MonitorConfig,
                 crossed.append({
                     "threshold": "max_worker_memory", "stage": stage, "value": peak, "limit": limit,
                     "message": f"stage {stage} peaked at {format_bytes(peak)} worker memory > "
-                               f"monitor.max_worker_memory {monitor.max_worker_memory}",
+                               f"monitor.max_worker_memory {format_bytes(limit)}",
                 })
     for name, minimum in sorted(monitor.min_metric.items()):
         value = (metrics or {}).get(name)

@@ -33,11 +33,13 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; display: block; margin: 0.5em 0; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 .note { color: #666; font-style: italic; }
+.warning { color: #a40; font-weight: bold; }
+summary { cursor: pointer; color: #036; margin: 0.5em 0; }
 """
 
 
@@ -95,7 +97,10 @@ class _Page:
         draw(fig)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", metadata={"Software": None})
-        png = buffer.getvalue()
+        return self.image(name, buffer.getvalue())
+
+    def image(self, name: str, png: bytes) -> str:
+        """Save ``png`` as ``figures/<name>.png`` and return its embedded ``<img>``."""
         write_bytes(self.run_dir / "figures" / f"{name}.png", png)
         return _img(png, name)
 
@@ -123,37 +128,105 @@ def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
 
 
 def summary_section(page: _Page, record: dict[str, Any]) -> None:
-    """Graph, start, wall time, cluster and versions from ``run.json``; the resolved config."""
+    """The headline results, then graph, start, wall time and cluster from ``run.json``; versions."""
+    from dask.utils import format_bytes
+
     cluster = record.get("cluster") or {}
-    rows = [
+    if isinstance(cluster.get("memory_limit"), int) and cluster["memory_limit"] > 0:
+        cluster = {**cluster, "memory_limit": format_bytes(cluster["memory_limit"])}
+    rows = headline(page.run_dir, record)
+    rows += [
         ("graph", record.get("graph")),
         ("started", record.get("started")),
         ("wall seconds", record.get("wall_seconds")),
         ("config digest", record.get("config_digest")),
         ("outputs", ", ".join(record.get("outputs", []))),
     ]
-    rows += [(f"cluster {k}", v) for k, v in cluster.items() if v not in (None, "", {}, [])]
+    rows += [(f"cluster {k}", v) for k, v in cluster.items() if v not in (None, "", {}, [], 0)]
     table = _table(pd.DataFrame(rows, columns=["", "value"]).astype(str))
     versions = record.get("versions") or {}
     vtable = _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])) if versions else ""
     thresholds = record.get("thresholds") or []
-    warn = "".join(f"<p class=\"note\">warning: {_esc(t.get('message', t))}</p>" for t in thresholds)
-    page.section("summary", "Run summary", table, warn, "<h3>Versions</h3>" if vtable else "", vtable)
+    warn = "".join(f"<p class=\"warning\">warning: {_esc(t.get('message', t))}</p>" for t in thresholds)
+    page.section("summary", "Run summary", warn, table,
+                 f"<details><summary>Versions</summary>{vtable}</details>" if vtable else "")
+
+
+def headline(run_dir: Path, record: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The few figures a reader wants first, from whichever result files the run has."""
+    rows: list[tuple[str, Any]] = []
+    summary = _read(run_dir, "summary.parquet")
+    if summary is not None and not summary.empty:
+        rows.append(("symbols", f"{len(summary)} ({int(summary['rows'].sum())} bars)"))
+    folds = _read(run_dir, "folds.parquet")
+    if folds is not None and "curve" in folds:
+        portfolio = folds[folds["curve"] == "portfolio"]
+        if not portfolio.empty:
+            rows.append(("folds", len(portfolio)))
+            for metric in ("sharpe", "total_return", "max_drawdown"):
+                if metric in portfolio:
+                    rows.append((f"portfolio {metric} (mean over folds)", f"{portfolio[metric].mean():.4g}"))
+    equity = _read(run_dir, "equity.parquet")
+    if equity is not None and not equity.empty:
+        curve = chain_equity(equity).get("portfolio")
+        if curve is not None and curve.notna().any():
+            curve = curve.dropna()
+            rows.append(("portfolio equity, folds chained", f"{curve.iloc[-1]:.4g} "
+                         f"(max drawdown {float((curve / curve.cummax() - 1).min()):.2%})"))
+    best = run_dir / "best_params.json"
+    if best.is_file():
+        found = json.loads(best.read_text())
+        rows.append(("best trial", f"{found.get('trial')}: {found.get('metric')} = {found.get('value')}"))
+    waves = _read(run_dir, "waves.parquet")
+    if waves is not None:
+        best_score = f", best score {waves['score'].max():.3f}" if len(waves) else ""
+        rows.append(("wave patterns", f"{len(waves)} in {waves['symbol'].nunique() if len(waves) else 0} symbols"
+                     f"{best_score}"))
+    thresholds = record.get("thresholds") or []
+    rows.append(("monitor thresholds", f"{len(thresholds)} crossed" if thresholds else "none crossed"))
+    return rows
+
+
+def data_section(page: _Page, record: dict[str, Any]) -> None:
+    """``summary.parquet``: the per-symbol data summary of a ``datacheck`` (or ``research``) run."""
+    summary = _read(page.run_dir, "summary.parquet")
+    if summary is None or summary.empty:
+        return
+    table = summary.copy()
+    for column in ("first", "last"):
+        if column in table and pd.api.types.is_datetime64_any_dtype(table[column]):
+            table[column] = table[column].dt.strftime("%Y-%m-%d %H:%M")
+    page.section("data", "Data summary", _table(table))
+
+
+def config_section(page: _Page, record: dict[str, Any]) -> None:
+    """The resolved ``config.yaml``, folded away: it repeats the run."""
     config = page.run_dir / "config.yaml"
     if config.is_file():
-        page.section("config", "Resolved config", f"<pre>{_esc(config.read_text())}</pre>")
+        page.section("config", "Resolved config",
+                     "<p>The run repeats with <code>dask-pipeline run config.yaml</code>.</p>"
+                     f"<details><summary>config.yaml</summary><pre>{_esc(config.read_text())}</pre></details>")
 
 
 def stages_section(page: _Page, record: dict[str, Any]) -> None:
-    """Per stage: tasks, wall and summed compute seconds, as a table and a bar chart."""
+    """Per stage: tasks, wall and summed compute seconds as a bar chart; the whole stage table."""
+    from dask.utils import format_bytes
+
     stages = record.get("stages") or {}
     if not stages:
         return
     frame = pd.DataFrame.from_dict(stages, orient="index")
     frame.index.name = "stage"
     frame = frame.reset_index()
-    cols = [c for c in ("stage", "tasks", "wall_seconds", "compute_seconds") if c in frame]
+    cols = [c for c in ("stage", "tasks", "wall_seconds", "compute_seconds", "share", "transfer_bytes",
+                        "peak_worker_memory") if c in frame]
     frame = frame[cols]
+    table = frame.copy()
+    if "share" in table:
+        table["share"] = table["share"].map(lambda v: f"{v:.1%}")
+    for column in ("transfer_bytes", "peak_worker_memory"):
+        if column in table:
+            table[column] = table[column].map(lambda v: "" if pd.isna(v) else format_bytes(int(v)))
 
     def draw(fig: Any) -> None:
         ax = fig.add_subplot()
@@ -166,7 +239,7 @@ def stages_section(page: _Page, record: dict[str, Any]) -> None:
         ax.set_title("Time per stage (task count in brackets)")
         ax.legend(loc="lower right")
 
-    page.section("stages", "Stage timings", page.figure("stages", draw, (10, 0.5 * len(frame) + 1.5)), _table(frame))
+    page.section("stages", "Stage timings", page.figure("stages", draw, (10, 0.5 * len(frame) + 1.5)), _table(table))
 
 
 def chain_equity(equity: pd.DataFrame) -> pd.DataFrame:
@@ -291,12 +364,18 @@ def importances_section(page: _Page, record: dict[str, Any]) -> None:
                  page.figure("importances", draw, (10, 0.3 * len(top) + 1.5)), _table(table))
 
 
+OPTUNA_PLOTS = {"param_importances": "Parameter importances (fANOVA)", "parallel_coordinate": "Parallel coordinates"}
+
+
 def optuna_section(page: _Page, record: dict[str, Any]) -> None:
-    """Optuna history from ``trials.parquet``, the best parameters and the study's own plots."""
+    """Optuna history from ``trials.parquet``, the best parameters, and the study's importance and
+    parallel-coordinate plots (``plots/``, also copied to ``figures/``)."""
     trials = _read(page.run_dir, "trials.parquet")
     best_path = page.run_dir / "best_params.json"
     best = json.loads(best_path.read_text()) if best_path.is_file() else None
-    plots = sorted((page.run_dir / "plots").glob("*.png")) if (page.run_dir / "plots").is_dir() else []
+    # Optuna's own history plot repeats the one drawn here from trials.parquet.
+    plots = sorted(p for p in (page.run_dir / "plots").glob("*.png") if p.stem != "optimization_history") \
+        if (page.run_dir / "plots").is_dir() else []
     if trials is None and best is None and not plots:
         return
     blocks = []
@@ -331,7 +410,8 @@ def optuna_section(page: _Page, record: dict[str, Any]) -> None:
         blocks.append(f"<h3>Best parameters (trial {_esc(best.get('trial'))}, value {_esc(best.get('value'))})</h3>"
                       + _table(params))
     for plot in plots:
-        blocks.append(f"<h3>{_esc(plot.stem)}</h3>" + _img(plot.read_bytes(), plot.stem))
+        title = OPTUNA_PLOTS.get(plot.stem, plot.stem.replace("_", " "))
+        blocks.append(f"<h3>{_esc(title)}</h3>" + page.image(f"optuna-{plot.stem}", plot.read_bytes()))
     page.section("optuna", "Optuna study", *blocks)
 
 
@@ -366,9 +446,15 @@ def _draw_impulse(symbol: str, close: pd.Series, pattern: pd.Series) -> Callable
     times = [pattern[f"t{i}"] for i in range(6)]
     prices = [float(pattern[f"p{i}"]) for i in range(6)]
 
+    # The pattern with as much context on each side as it lasts: a decade of bars would
+    # squeeze a three-month impulse into a few pixels.
+    span = times[-1] - times[0]
+    shown = close[(close.index >= times[0] - span) & (close.index <= times[-1] + span)]
+
     def draw(fig: Any) -> None:
         ax = fig.add_subplot()
-        ax.plot(close.index, close.to_numpy(), color="#666", lw=0.8, label="close")
+        ax.plot(shown.index, shown.to_numpy(), color="#666", lw=0.8, label="close")
+        ax.margins(y=0.12)  # room for the labels above the highest and below the lowest pivot
         ax.plot(times, prices, color="C1", lw=1.8, marker="o", label=f"{pattern['direction']} impulse")
         up = pattern["direction"] == "up"
         for i, (t, p) in enumerate(zip(times, prices)):
@@ -378,7 +464,7 @@ def _draw_impulse(symbol: str, close: pd.Series, pattern: pd.Series) -> Callable
                         ha="center", fontweight="bold", color="C1")
         ax.set_title(f"{symbol}: best impulse, score {float(pattern['score']):.3f}")
         ax.set_ylabel("close")
-        ax.legend(loc="upper left")
+        ax.legend(loc="best")
 
     return draw
 
@@ -406,5 +492,5 @@ def _bars(data: dict[str, Any], symbol: str) -> pd.DataFrame | None:
                      columns=["close"], dtype="float64")
 
 
-SECTIONS = [summary_section, stages_section, equity_section, folds_section, importances_section,
-            optuna_section, waves_section]
+SECTIONS = [summary_section, data_section, equity_section, folds_section, importances_section, optuna_section,
+            waves_section, stages_section, config_section]

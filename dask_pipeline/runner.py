@@ -14,8 +14,8 @@ from dask_pipeline.cluster import connect, describe
 from dask_pipeline.config import Config, dump_config
 from dask_pipeline.errors import ThresholdError
 from dask_pipeline.graph import gpu_workers, load_graph, stages_of, symbols_of
-from dask_pipeline.monitor import (MemorySampler, check_thresholds, format_table, portfolio_metrics, stage_times,
-                                   task_dependencies)
+from dask_pipeline.monitor import (StageMonitor, check_thresholds, format_table, portfolio_metrics, progress_display,
+                                   stage_times, task_dependencies)
 from dask_pipeline.report import build_report
 from dask_pipeline.results import write_bytes, write_json, write_output, write_text
 
@@ -44,7 +44,8 @@ def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = Fal
     echo
         Where progress lines go (``print``; a no-op for quiet).
     progress
-        Show a live progress bar (a terminal).
+        Show progress per stage while it computes: live bars on a terminal, else a plain
+        line through ``echo`` every few seconds.
     resume
         Keep the checkpoints an interrupted run of the same config left, and compute only
         what is missing; otherwise start clean.
@@ -85,10 +86,15 @@ def _has_store(root: str) -> bool:
 
 
 def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress: bool) -> RunResult:
+    """Compute the graph under the monitor, write every result file, then check the thresholds.
+
+    A crossed threshold with ``monitor.fail_on_threshold`` raises ``ThresholdError`` only
+    after every file (results, ``stages.json``, ``run.json``, reports) is written: the
+    computation itself succeeded, and its record is what explains the failure.
+    """
     import tempfile
 
     from distributed import get_task_stream, performance_report
-    from distributed.diagnostics.progressbar import progress as progress_bar
 
     cluster = describe(client)
     if cluster["note"]:
@@ -107,23 +113,24 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
         dask_report = Path(tmp) / "dask-report.html"
         # performance_report reports on the current client, which need not be the default one.
         with client.as_current(), performance_report(filename=str(dask_report)), \
-                get_task_stream(client) as stream, MemorySampler(client) as memory:
+                get_task_stream(client) as stream, StageMonitor(client, progress_display(progress, echo)) as monitor:
             if outputs is None:
                 # A driver graph (e.g. tuning) submits its own tasks as results come back.
                 values = graph.drive(cfg, client, echo)
             else:
                 names = sorted(outputs)
                 futures = client.compute([outputs[n] for n in names])
-                if progress:
-                    progress_bar(futures)
                 values = dict(zip(names, client.gather(futures), strict=True))
         wall = time.perf_counter() - t0
         run_dir = cfg.run_dir
         files = [write_output(run_dir, name, values[name]) for name in sorted(values)]
         outputs_written = [f.name for f in files]
         files.append(write_bytes(run_dir / "dask-report.html", dask_report.read_bytes()))
+    if monitor.error:
+        echo(f"note: no live progress or worker memory from the scheduler ({monitor.error})")
 
-    stages = stage_times(stream.data, stages_of(outputs or {}), task_dependencies(outputs or {}), memory.samples)
+    stages = stage_times(stream.data, {**monitor.stages, **stages_of(outputs or {})},
+                         {**task_dependencies(outputs or {}), **monitor.dependencies}, monitor.samples)
     crossed = check_thresholds(stages, cfg.monitor, portfolio_metrics(values.get("folds")))
     files.append(write_json(run_dir / "stages.json", stages))
     record = {

@@ -19,20 +19,30 @@ PNG = 'data:image/png;base64,'
 
 
 class Sections(HTMLParser):
-    """Collects ``<section id>`` values and the embedded PNG ``<img>`` count."""
+    """Collects ``<section id>`` values, the embedded PNG ``<img>`` count, anything loaded from
+    elsewhere (which a self-contained page has none of) and the text of each section."""
 
     def __init__(self, text: str):
         super().__init__()
         self.ids: list[str] = []
         self.images = 0
+        self.external: list[str] = []
+        self.text: dict[str, str] = {}
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "section":
             self.ids.append(attrs["id"])
+            self.text[attrs["id"]] = ""
         if tag == "img" and (attrs.get("src") or "").startswith(PNG):
             self.images += 1
+        elif tag in ("img", "script", "link", "iframe") or (attrs.get("src") and tag != "img"):
+            self.external.append(tag)
+
+    def handle_data(self, data):
+        if self.ids:
+            self.text[self.ids[-1]] += data
 
 
 def small_config(store, tmp_path, graph):
@@ -59,11 +69,15 @@ def test_report_rebuilds_from_folder_alone(walkforward_run):
     shutil.rmtree(run_dir / "figures")
     path = build_report(run_dir)
     page = Sections(path.read_text())
-    assert page.ids == ["summary", "config", "stages", "equity", "folds", "importances"]
+    assert page.ids == ["summary", "equity", "folds", "importances", "stages", "config"]
+    assert page.external == []
     figures = sorted(p.name for p in (run_dir / "figures").glob("*.png"))
     assert figures == ["equity-portfolio.png", "equity-symbols.png", "folds-sharpe.png", "importances.png",
                        "stages.png"]
     assert page.images == len(figures)
+    assert "portfolio sharpe (mean over folds)" in page.text["summary"]
+    assert "peak_worker_memory" in page.text["stages"] and "MiB" in page.text["stages"]
+    assert "graph: walkforward" in page.text["config"]
 
 
 def test_chain_equity_compounds_folds():
@@ -77,8 +91,8 @@ def test_chain_equity_compounds_folds():
 def test_datacheck_has_no_equity(tmp_path, small_store):
     result = run(small_config(small_store, tmp_path, "datacheck"), echo=lambda *a: None)
     page = Sections((result.run_dir / "report.html").read_text())
-    assert "equity" not in page.ids and "folds" not in page.ids
-    assert page.ids[:2] == ["summary", "config"]
+    assert page.ids == ["summary", "data", "stages", "config"]
+    assert "SYN003" in page.text["data"]
 
 
 def test_tune_folder_gets_optuna_section(tmp_path, walkforward_run):
@@ -88,18 +102,26 @@ def test_tune_folder_gets_optuna_section(tmp_path, walkforward_run):
                   "params_model.learning_rate": [0.1, 0.05, 0.2]}).to_parquet(run_dir / "trials.parquet")
     (run_dir / "best_params.json").write_text(json.dumps({"trial": 2, "value": 0.5, "direction": "maximize",
                                                          "params": {"model.learning_rate": 0.2}}))
+    (run_dir / "plots").mkdir()
+    (run_dir / "figures" / "optuna-history.png").unlink(missing_ok=True)
+    shutil.copy(run_dir / "figures" / "stages.png", run_dir / "plots" / "param_importances.png")
     page = Sections(build_report(run_dir).read_text())
-    assert "optuna" in page.ids
+    assert page.ids == ["summary", "equity", "folds", "importances", "optuna", "stages", "config"]
     assert (run_dir / "figures" / "optuna-history.png").is_file()
+    assert (run_dir / "figures" / "optuna-param_importances.png").is_file()
+    assert "Parameter importances" in page.text["optuna"] and "model.learning_rate" in page.text["optuna"]
+    assert "best trial" in page.text["summary"]
+    assert page.images == 5 + 2  # the walk-forward's figures, the history and the importances plot
 
 
 def test_waves_section(tmp_path, small_store):
     result = run(small_config(small_store, tmp_path, "wavescan"), echo=lambda *a: None)
     page = Sections((result.run_dir / "report.html").read_text())
-    assert "waves" in page.ids
+    assert page.ids == ["summary", "waves", "stages", "config"]
     charts = sorted((result.run_dir / "figures").glob("waves-*.png"))
     assert len(charts) == 3
     assert page.images == 1 + len(charts)  # the stage chart and one price chart per top symbol
+    assert "wave patterns" in page.text["summary"] and "wave3_score" in page.text["waves"]
 
 
 def test_missing_run_dir(tmp_path, capsys):
