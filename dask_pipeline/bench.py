@@ -10,9 +10,11 @@ one float32 DataFrame per symbol.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -471,6 +473,16 @@ def format_walkforward_table(df: pd.DataFrame) -> str:
 
 # --------------------------------------------------------------------------- tune
 
+#: The search of ``bench tune``: three continuous hist_gbm / backtest parameters (no duplicates).
+TUNE_SPACE = {
+    "model.params.learning_rate": {"float": [0.02, 0.3], "log": True},
+    "model.params.l2_regularization": {"float": [0.0, 1.0]},
+    "backtest.threshold": {"float": [0.0, 0.002]},
+}
+#: Trials in flight while the driver's overhead is measured: enough that the driver, not a
+#: fold's round trip, sets the pace.
+OVERHEAD_CONCURRENCY = 16
+
 
 def _no_objective(*args) -> dict[str, float]:
     """A fold task that does nothing: what is left of a trial is the driver's own cost."""
@@ -480,50 +492,50 @@ def _no_objective(*args) -> dict[str, float]:
 
 
 def bench_tune(trials_overhead: int = 1000, resume_trials: int = 10_000, wf_trials: int = 32,
-               workers: int = 2, repeats: int = 3) -> pd.DataFrame:
-    """The three figures of ``dask-pipeline bench tune`` on ``configs/workloads/small.yaml``.
+               workers: int = 2, repeats: int = 3, *, preset: str = "balanced") -> pd.DataFrame:
+    """The figures of ``dask-pipeline bench tune`` on ``configs/workloads/small.yaml`` (4 folds).
 
-    1. Driver overhead per trial: the real ``StudyDriver`` (ask, tell, journal storage,
-       Dask dispatch of every fold, pruner) over ``trials_overhead`` trials whose fold task
-       returns at once; seconds per trial, median of ``repeats`` fresh studies. Random
-       sampler (TPE's own ask cost grows with the study and is reported on its own row).
+    1. Driver overhead per trial: the real ``StudyDriver`` (ask, tell, default journal
+       storage, median pruner, Dask dispatch of every fold) over ``trials_overhead``
+       trials whose fold task returns at once, 16 trials in flight, on a local cluster of
+       ``workers``; wall seconds per trial. Two component rows say where it goes: the same
+       storage calls without Dask, and the same fold tasks through Dask without Optuna.
+       Random sampler; TPE (whose ask grows with the study) on its own row at a fifth of
+       the trials. Each is the median of ``repeats`` fresh studies, repeats interleaved.
     2. Resume: ``open_study`` on a journal file holding ``resume_trials`` finished trials
        (written beforehand, untimed); median of ``repeats``.
-    3. ``wf_trials`` real walk-forward trials, random sampler with one seed so both sides
-       evaluate the same parameter sets, no pruner: the Dask driver on ``workers`` local
-       workers, against ``optuna.Study.optimize(n_jobs=1)`` calling the same stage
-       functions in this process on features computed once.
+    3. ``wf_trials`` real walk-forward trials (model preset ``preset``), random sampler
+       with one seed so both sides evaluate the same parameter sets (checked), no pruner:
+       the Dask driver on ``workers`` single-threaded workers, against
+       ``optuna.Study.optimize(n_jobs=1)`` calling ``tuning.evaluate_fold`` for every fold
+       in this process (features computed once, untimed; sklearn keeps its own threads).
+       One timed run each, after a warm-up.
+
+    Returns
+    -------
+    DataFrame
+        One row per figure: ``measure``, ``value``, ``unit``, ``target`` and
+        ``others_cores`` (cores other programs kept busy meanwhile; clean near 0).
     """
     import tempfile
-
-    import optuna
 
     from dask_pipeline import tuning
     from dask_pipeline.cluster import connect
     from dask_pipeline.config import REPO_CONFIGS, ClusterConfig, load_config
-    from dask_pipeline.data import load_bars
-    from dask_pipeline.features import compute
-    from dask_pipeline.folds import make_folds
     from dask_pipeline.runner import prepare_data
-    from dask_pipeline.walkforward import union_index
 
     path = REPO_CONFIGS / "workloads" / "small.yaml"
-    space = {
-        "model.params.learning_rate": {"float": [0.02, 0.3], "log": True},
-        "model.params.l2_regularization": {"float": [0.0, 1.0]},
-        "backtest.threshold": {"float": [0.0, 0.002]},
-    }
     rows = []
     quiet = lambda *a, **k: None  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
 
-        def tune_cfg(name: str, n_trials: int, sampler: str, pruner: str, preset: str = "fast",
+        def tune_cfg(name: str, n_trials: int, sampler: str, pruner: str, model_preset: str = "fast",
                      concurrency: int = workers):
             return load_config(path, [
-                "graph=tune", f"preset={preset}", "features.cache=false", f"output.dir={tmp}",
+                "graph=tune", f"preset={model_preset}", "features.cache=false", f"output.dir={tmp}",
                 f"output.run_name={name}", f"tune.n_trials={n_trials}", f"tune.sampler={sampler}",
                 f"tune.pruner={pruner}", f"tune.concurrency={concurrency}", "tune.seed=5",
-                f"tune.space={space}",
+                f"tune.space={TUNE_SPACE}",
             ])
 
         prepare_data(tune_cfg("data", 1, "random", "none"), echo=quiet)
@@ -532,34 +544,62 @@ def bench_tune(trials_overhead: int = 1000, resume_trials: int = 10_000, wf_tria
             evaluate = staticmethod(_no_objective)
 
         with connect(ClusterConfig(n_workers=workers, dashboard=False)) as client:
+            client.wait_for_workers(workers)
             client.run(_warm_worker)
-            for sampler in ("random", "tpe"):
-                n = trials_overhead if sampler == "random" else max(1, trials_overhead // 5)
-                per_trial = []
-                for r in range(repeats):
-                    # Enough trials in flight that the driver, not a fold's round trip, sets the pace.
-                    cfg = tune_cfg(f"overhead-{sampler}-{r}", n, sampler, "median", concurrency=16)
+            n_tpe = max(1, trials_overhead // 5)
+            # per repeat: (wall s, driver-thread CPU s, others' cores) per trial
+            timings: dict[str, list[tuple[float, float, float]]] = {"random": [], "storage": [], "dispatch": [],
+                                                                     "tpe": []}
+            lines: list[float] = []
+            writes: list[float] = []
+            for r in range(repeats):
+                for what in timings:
+                    sampler = "tpe" if what == "tpe" else "random"
+                    n = n_tpe if what == "tpe" else trials_overhead
+                    cfg = tune_cfg(f"overhead-{what}-{r}", n, sampler, "median", concurrency=OVERHEAD_CONCURRENCY)
                     study, state = tuning.open_study(cfg, quiet)
                     inputs = tuning.share_inputs(cfg, client)
                     client.gather(inputs.features)
+                    journal = study._storage._backend
+                    commits = journal.commits
                     with tuning._optuna_quiet():
                         driver = Dispatch(study, state, cfg, client, inputs, quiet)
-                        wall, others = _timed(driver.run)
-                    per_trial.append((wall / n, others))
-                rows.append({"measure": f"driver overhead per trial ({sampler} sampler, {n} trials, "
-                                        f"{len(driver._layout(cfg))} folds each, 16 in flight)",
-                             "value": statistics.median(p for p, _ in per_trial) * 1e3, "unit": "ms",
-                             "target": "<= 5 ms" if sampler == "random" else "",
-                             "others_cores": statistics.median(o for _, o in per_trial)})
+                        work = {"storage": lambda: _storage_calls(driver),
+                                "dispatch": lambda: _dispatch_calls(driver)}.get(what, driver.run)
+                        cpu = time.thread_time()
+                        wall, others = _timed(work)
+                        cpu = time.thread_time() - cpu
+                    timings[what].append((wall / n, cpu / n, others))
+                    if what == "random":
+                        with open(cfg.run_dir / "study.journal", "rb") as f:
+                            lines.append(sum(1 for _ in f) / n)
+                        writes.append((journal.commits - commits) / n)
+                        n_folds = len(driver._layout(cfg))
+            shape = f"{n_folds} folds each, {OVERHEAD_CONCURRENCY} in flight"
+            measures = {
+                ("random", 1): (f"driver overhead per trial: its own CPU for ask, tell, storage and dispatch "
+                                f"(random sampler, {trials_overhead:,} trials, {shape})", "<= 5 ms"),
+                ("random", 0): ("  wall time per trial, Dask's scheduling round trips included", ""),
+                ("storage", 0): (f"  part: its storage calls alone, no Dask ({statistics.median(lines):.0f} journal "
+                                 f"lines a trial, {statistics.median(writes):.2f} fsynced writes a trial in the run)",
+                                 ""),
+                ("dispatch", 0): (f"  part: its {n_folds} no-op fold tasks a trial through Dask alone, no Optuna "
+                                  "(wall)", ""),
+                ("tpe", 1): (f"driver overhead per trial: its own CPU (TPE sampler, {n_tpe:,} trials, {shape})", ""),
+            }
+            for (what, which), (measure, target) in measures.items():
+                rows.append({"measure": measure, "value": statistics.median(t[which] for t in timings[what]) * 1e3,
+                             "unit": "ms", "target": target,
+                             "others_cores": statistics.median(t[2] for t in timings[what])})
 
             cfg = tune_cfg("resume", resume_trials, "random", "none")
             _fill_study(cfg, resume_trials)
             loads = [_timed(lambda: tuning.open_study(cfg, quiet)) for _ in range(repeats)]
-            rows.append({"measure": f"resume: open a {resume_trials:,}-trial study",
+            rows.append({"measure": f"resume: open a {resume_trials:,}-trial study (journal file)",
                          "value": statistics.median(w for w, _ in loads), "unit": "s", "target": "<= 2 s",
                          "others_cores": statistics.median(o for _, o in loads)})
 
-            cfg = tune_cfg("dask", wf_trials, "random", "none", preset="balanced")
+            cfg = tune_cfg("dask", wf_trials, "random", "none", model_preset=preset)
 
             def dask_study() -> None:
                 study, state = tuning.open_study(cfg, quiet)
@@ -570,43 +610,139 @@ def bench_tune(trials_overhead: int = 1000, resume_trials: int = 10_000, wf_tria
             dask_values = _values(tuning.open_study(cfg, quiet)[0])
 
         # The in-process baseline runs with no cluster alive (its event loop would take the GIL).
-        symbols = list(cfg.data.symbols or [])
-        from dask_pipeline.data import list_symbols
+        plain_cfg = tune_cfg("plain", wf_trials, "random", "none", model_preset=preset)
+        objective = _plain_objective(plain_cfg)
+        objective(None)  # warm: JIT caches, sklearn imports
+        holder: dict[str, Any] = {}
+        plain_wall, plain_others = _timed(lambda: holder.setdefault("study", _plain_study(plain_cfg, objective)))
+        same = dask_values == _values(holder["study"])
+    rows.append({"measure": f"{wf_trials} walk-forward trials ({preset} preset), plain study.optimize(n_jobs=1)",
+                 "value": plain_wall, "unit": "s", "target": "", "others_cores": plain_others})
+    rows.append({"measure": f"{wf_trials} walk-forward trials ({preset} preset), dask driver on {workers} workers",
+                 "value": dask_wall, "unit": "s", "target": "", "others_cores": dask_others})
+    rows.append({"measure": "speedup of the dask driver" + (", same trials and values" if same else
+                                                            " (trial values DIFFER)"),
+                 "value": plain_wall / dask_wall, "unit": "x", "target": f">= 1.8x on {workers} cores",
+                 "others_cores": float("nan")})
+    table = pd.DataFrame(rows)
+    table.attrs["note"] = (
+        "Walk-forward trials: random sampler with one seed on both sides, so both evaluate the same "
+        f"{wf_trials} parameter sets in the same order whatever order the cluster finishes them in; no pruner; "
+        f"space {', '.join(TUNE_SPACE)}. One timed run each."
+    )
+    return table
 
-        symbols = symbols or list_symbols(cfg.data.root)
-        bars = [load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, dtype=cfg.data.dtype) for s in symbols]
-        feats = [compute(b, cfg.features) for b in bars]
-        index = union_index(b.index for b in bars)
-        base_cfg = tune_cfg("plain", wf_trials, "random", "none", preset="balanced")
 
-        def objective(trial) -> float:
-            params = {}
-            for p in sorted(base_cfg.tune.space):
-                d = base_cfg.tune.space[p].distribution()
-                params[p] = trial.suggest_float(p, d.low, d.high, log=d.log)
-            c = tuning.apply_params(base_cfg, params)
-            folds = make_folds(index, c.folds, c.label.horizon)
-            values = [tuning.evaluate_fold(f, symbols, bars, feats, c.label, c.model, c.backtest, c.seed)["sharpe"]
-                      for f in folds]
-            return float(np.mean(values))
+def _storage_calls(driver) -> None:
+    """The driver's storage traffic for its ``n_trials`` trials, without Dask or a config:
+    ask and the driver attribute; per fold a report and a pruning check; the fold values and
+    tell. One storage group per step, as the driver has when each fold comes back on its own
+    (it has fewer when several come back together)."""
+    from dask_pipeline import tuning
 
-        def plain_study() -> optuna.Study:
-            sampler = tuning.SAMPLERS["random"](base_cfg.tune, _sampler_seed(base_cfg))
-            study = optuna.create_study(direction="maximize", sampler=sampler)
-            with tuning._optuna_quiet():
-                study.optimize(objective, n_trials=wf_trials, n_jobs=1)
-            return study
+    n_folds = len(driver._layout(driver.cfg))
+    zeros = _no_objective()
+    study = driver.study
+    for _ in range(driver.tune.n_trials):
+        with tuning.storage_group(study):
+            trial = study.ask(driver.distributions)
+            trial.set_user_attr("driver", driver.identity)
+        for k in range(n_folds):
+            with tuning.storage_group(study):
+                trial.report(0.0, step=k)
+                if k + 1 < n_folds:
+                    trial.should_prune()
+                else:
+                    trial.set_user_attr("folds", {"n": n_folds, **{m: [zeros[m]] * n_folds for m in driver.metrics}})
+                    study.tell(trial, 0.0)
 
-        holder: dict[str, optuna.Study] = {}
-        plain_wall, plain_others = _timed(lambda: holder.setdefault("s", plain_study()))
-        same = dask_values == _values(holder["s"])
-        rows.append({"measure": f"{wf_trials} walk-forward trials, plain study.optimize(n_jobs=1)",
-                     "value": plain_wall, "unit": "s", "target": "", "others_cores": plain_others})
-        rows.append({"measure": f"{wf_trials} walk-forward trials, dask driver on {workers} workers",
-                     "value": dask_wall, "unit": "s", "target": "", "others_cores": dask_others})
-        rows.append({"measure": "speedup of the dask driver" + ("" if same else " (trial values DIFFER)"),
-                     "value": plain_wall / dask_wall, "unit": "x", "target": ">= 1.8x", "others_cores": float("nan")})
-    return pd.DataFrame(rows)
+
+def _dispatch_calls(driver) -> None:
+    """The driver's Dask traffic for its ``n_trials`` trials, without Optuna: each trial's
+    no-op fold tasks, with the fold task's arguments, one after the other, ``concurrency``
+    trials at once, results fetched in the background as the driver does."""
+    from distributed import as_completed
+
+    c, inputs = driver.cfg, driver.inputs
+    folds = driver._layout(c)
+    completed = as_completed(loop=driver.client.loop, with_results=True, raise_errors=False)
+    where: dict[str, tuple[int, int]] = {}
+
+    def submit(number: int, k: int) -> None:
+        key = f"dispatch-{number:04d}-fold-{k:02d}"
+        where[key] = (number, k)
+        completed.add(driver.client.submit(_no_objective, folds[k], inputs.symbols, inputs.bars, inputs.features,
+                                           c.label, c.model, c.backtest, c.seed, key=key))
+
+    started = live = 0
+    while True:
+        while live < driver.concurrency and started < driver.tune.n_trials:
+            submit(started, 0)
+            started, live = started + 1, live + 1
+        if completed.is_empty():
+            break
+        future, _ = next(completed)
+        number, k = where.pop(future.key)
+        if k + 1 < len(folds):
+            submit(number, k + 1)
+        else:
+            live -= 1
+
+
+def _plain_objective(cfg) -> Callable[[Any], float]:
+    """The walk-forward objective for plain ``study.optimize``: ``tuning.evaluate_fold`` over
+    every fold in this process, on bars and features computed once; ``objective(None)`` runs
+    the config's own parameters (a warm-up)."""
+    from dask_pipeline import tuning
+    from dask_pipeline.data import load_bars
+    from dask_pipeline.features import compute
+    from dask_pipeline.folds import make_folds
+    from dask_pipeline.graph import symbols_of
+    from dask_pipeline.walkforward import union_index
+
+    symbols = symbols_of(cfg)
+    bars = [load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, dtype=cfg.data.dtype) for s in symbols]
+    features = [compute(b, cfg.features) for b in bars]
+    index = union_index(b.index for b in bars)
+    distributions = {p: cfg.tune.space[p].distribution() for p in sorted(cfg.tune.space)}
+    aggregate = tuning.AGGREGATES[cfg.tune.aggregate]
+    metric = cfg.tune.metrics[0]
+
+    def objective(trial) -> float:
+        # The driver's ask draws the parameters in this (sorted) order, so one seed gives the same sets.
+        params = {} if trial is None else {p: _suggest(trial, p, d) for p, d in distributions.items()}
+        c = tuning.apply_params(cfg, params)
+        folds = make_folds(index, c.folds, c.label.horizon)
+        return aggregate([tuning.evaluate_fold(f, symbols, bars, features, c.label, c.model, c.backtest, c.seed)[metric]
+                          for f in folds])
+
+    return objective
+
+
+def _suggest(trial, name: str, distribution) -> Any:
+    """``trial.suggest_*`` for an Optuna distribution (what ``study.ask`` does with a fixed one)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    d = distribution
+    if isinstance(d, CategoricalDistribution):
+        return trial.suggest_categorical(name, d.choices)
+    if isinstance(d, IntDistribution):
+        return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+    return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+
+
+def _plain_study(cfg, objective: Callable[[Any], float]) -> Any:
+    """``cfg``'s trials through plain ``optuna.Study.optimize(n_jobs=1)``, in memory, seeded as
+    ``open_study`` seeds a fresh study."""
+    import optuna
+
+    from dask_pipeline import tuning
+
+    sampler = tuning.SAMPLERS[cfg.tune.sampler](cfg.tune, _sampler_seed(cfg))
+    study = optuna.create_study(directions=cfg.tune.directions, sampler=sampler)
+    with tuning._optuna_quiet():
+        study.optimize(objective, n_trials=cfg.tune.n_trials, n_jobs=1)
+    return study
 
 
 def _sampler_seed(cfg) -> int:
@@ -621,26 +757,249 @@ def _values(study) -> list[tuple]:
 
 
 def _fill_study(cfg, n: int) -> None:
-    """Write ``n`` finished trials into the config's study (through its real storage)."""
+    """Write ``n`` finished trials into the config's study (through its real storage), shaped
+    like the driver's: parameters, the driver attribute, one report and one value per fold."""
     import optuna
 
     from dask_pipeline import tuning
 
     study, _ = tuning.open_study(cfg, lambda *a: None)
     distributions = {p: cfg.tune.space[p].distribution() for p in sorted(cfg.tune.space)}
+    identity = tuning.driver_identity()
     rng = np.random.default_rng(0)
     trials = []
-    for i in range(n):
+    for _ in range(n):
         params = {p: float(d.low + (d.high - d.low) * rng.random()) for p, d in distributions.items()}
-        trials.append(optuna.trial.create_trial(params=params, distributions=distributions, value=float(rng.normal()),
-                                                user_attrs={"folds": {"n": 4, "sharpe": [0.0] * 4}}))
+        folds = rng.normal(size=4).tolist()
+        trials.append(optuna.trial.create_trial(
+            params=params, distributions=distributions, value=float(np.mean(folds)),
+            intermediate_values={k: float(np.mean(folds[: k + 1])) for k in range(4)},
+            user_attrs={"driver": identity, "folds": {"n": 4, "sharpe": folds}},
+        ))
     study.add_trials(trials)
 
 
 def format_tune_table(df: pd.DataFrame) -> str:
-    """The bench-tune table as text."""
+    """The bench-tune table as text (with its note on how the trials were drawn)."""
     shown = df.assign(
         value=[f"{v:,.3f} {u}" for v, u in zip(df["value"], df["unit"])],
         others_cores=df.others_cores.map(lambda x: "" if x != x else f"{x:.2f}"),
     )[["measure", "value", "target", "others_cores"]]
-    return shown.to_string(index=False)
+    text = shown.to_string(index=False, justify="left")
+    note = df.attrs.get("note")
+    return text + ("\n" + note if note else "")
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def bench_scale(workload: str = "large", workers: tuple[int, ...] = (1, 2), repeats: int = 3,
+                memory_workload: str = "sp500", memory_limit: str = "1GiB", memory_preset: str = "fast"
+                ) -> pd.DataFrame:
+    """The figures of ``dask-pipeline bench scale``.
+
+    For each worker count, the walk-forward of ``configs/workloads/<workload>.yaml`` on a
+    ``local`` cluster (a LocalCluster in this process) and on ``nodes``: a separate
+    ``dask scheduler`` process and that many ``dask worker`` processes, each with its own
+    local and temp directory, reached by address as workers on other machines would be
+    (on one machine here, so the difference is the extra hops, not the network). Median
+    and minimum of ``repeats`` timed runs after one warm-up; ``same_bytes`` says whether
+    the result files equal the first row's.
+
+    Then the ``memory_workload`` walk-forward (model preset ``memory_preset``) on
+    ``max(workers)`` local workers of ``memory_limit`` each: wall time, each worker's
+    peak resident memory (sampled every 0.2 s), the most any worker had spilled to disk,
+    and whether every worker lived to the end.
+
+    Returns
+    -------
+    DataFrame
+        One row per measurement: ``workload``, ``runner``, ``workers``, ``median_s``,
+        ``min_s``, ``others_cores``, ``same_bytes``, ``speedup`` (over the local
+        1-worker median), and for the memory row ``peak_rss_mib`` (per worker, "a / b"),
+        ``spilled_mib`` and ``workers_lost``.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from dask_pipeline.cluster import connect
+    from dask_pipeline.config import REPO_CONFIGS, ClusterConfig, load_config
+    from dask_pipeline.runner import prepare_data, run, versions
+
+    versions()  # see bench_walkforward: imported once, before any run
+    rows = []
+    quiet = lambda *a, **k: None  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        cfg = load_config(REPO_CONFIGS / "workloads" / f"{workload}.yaml",
+                          ["features.cache=false", f"output.dir={tmp}", "cluster.dashboard=false"])
+        prepare_data(cfg, echo=quiet)
+        reference: dict[str, bytes] | None = None
+        for n in workers:
+            for runner in ("local", "nodes"):
+                with (connect(ClusterConfig(n_workers=n, dashboard=False)) if runner == "local"
+                      else _process_cluster(n, Path(tmp) / f"nodes-{n}")) as client:
+                    client.wait_for_workers(n)
+                    client.run(_warm_worker)
+
+                    def once() -> None:
+                        run(cfg, client=client, echo=quiet)
+                        _wait_until_forgotten(client)
+
+                    once()
+                    files = _result_files(cfg.run_dir)
+                    reference = files if reference is None else reference
+                    times = [_timed(once) for _ in range(repeats)]
+                rows.append({"workload": workload, "runner": runner, "workers": n,
+                             "median_s": statistics.median(w for w, _ in times), "min_s": min(w for w, _ in times),
+                             "others_cores": statistics.median(o for _, o in times),
+                             "same_bytes": files == reference})
+
+        mem_cfg = load_config(REPO_CONFIGS / "workloads" / f"{memory_workload}.yaml",
+                              ["features.cache=false", f"output.dir={tmp}", "cluster.dashboard=false",
+                               f"preset={memory_preset}"])
+        prepare_data(mem_cfg, echo=quiet)
+        n = max(workers)
+        with connect(ClusterConfig(n_workers=n, dashboard=False, memory_limit=memory_limit)) as client:
+            client.wait_for_workers(n)
+            client.run(_warm_worker)
+            with _WorkerMemory(client) as memory:
+                wall, others = _timed(lambda: run(mem_cfg, client=client, echo=quiet))
+        rows.append({"workload": f"{memory_workload} ({memory_preset} preset)", "runner": f"local, {memory_limit}/worker",
+                     "workers": n, "median_s": wall, "min_s": wall, "others_cores": others, "same_bytes": None,
+                     "peak_rss_mib": " / ".join(f"{m / 2**20:.0f}" for m in memory.peak_rss),
+                     "spilled_mib": memory.spilled / 2**20, "workers_lost": memory.lost})
+    table = pd.DataFrame(rows)
+    one = table[(table.runner == "local") & (table.workers == 1)]["median_s"]
+    table["speedup"] = one.iloc[0] / table["median_s"] if len(one) else float("nan")
+    table.attrs.update(repeats=repeats)
+    return table
+
+
+def _result_files(run_dir) -> dict[str, bytes]:
+    """A run's result files (not its records of times and cluster) as bytes."""
+    records = {"run.json", "stages.json", "dask-report.html", "report.html", "config.yaml"}
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file() and p.name not in records}
+
+
+class _WorkerMemory:
+    """Samples every worker's resident memory (psutil, by pid) and spilled bytes while active."""
+
+    def __init__(self, client, every: float = 0.2):
+        import psutil
+
+        self.client, self.every = client, every
+        self.pids = client.run(os.getpid)
+        self.procs = {address: psutil.Process(pid) for address, pid in self.pids.items()}
+        self.peak = dict.fromkeys(self.pids, 0)
+        self.spilled = 0
+        self.lost = 0
+
+    def __enter__(self) -> "_WorkerMemory":
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        import psutil
+
+        tick = 0
+        while not self._stop.wait(self.every):
+            for address, proc in self.procs.items():
+                try:
+                    self.peak[address] = max(self.peak[address], proc.memory_info().rss)
+                except psutil.Error:  # it died: counted at the end
+                    pass
+            tick += 1
+            if tick % 5 == 0:  # once a second: a round trip to every worker
+                try:
+                    spilled = self.client.run(_spilled_bytes)
+                    self.spilled = max([self.spilled, *spilled.values()])
+                except Exception:  # a worker going away mid-call: the count below says so
+                    pass
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        alive = set(self.client.scheduler_info()["workers"])
+        self.lost = len(set(self.pids) - alive)
+
+    @property
+    def peak_rss(self) -> list[int]:
+        return [self.peak[a] for a in sorted(self.peak)]
+
+
+def _spilled_bytes(dask_worker) -> int:
+    data = dask_worker.data
+    spilled = getattr(data, "spilled_total", None)
+    return int(getattr(spilled, "disk", 0) or 0) if spilled is not None else 0
+
+
+@contextlib.contextmanager
+def _process_cluster(n_workers: int, folder, memory_limit: str = "auto"):
+    """A ``dask scheduler`` process and ``n_workers`` ``dask worker`` processes on 127.0.0.1,
+    each worker with its own local and temp directory; yields a client connected by address."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from distributed import Client
+
+    from dask_pipeline.cluster import WORKER_ENV
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scheduler_file = folder / "scheduler.json"
+    env = {**os.environ, **WORKER_ENV, "DASK_LOGGING__DISTRIBUTED": "error"}
+    dask = [sys.executable, "-m", "dask"]
+    procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(scheduler_file)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise RuntimeError("the dask scheduler process did not start")
+            time.sleep(0.1)
+        for i in range(n_workers):
+            local = folder / f"node-{i}"
+            local.mkdir(exist_ok=True)
+            procs.append(subprocess.Popen(
+                [*dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--nthreads", "1",
+                 "--no-dashboard", "--local-directory", str(local), "--name", f"node-{i}", "--resources", "CPU=1",
+                 "--memory-limit", memory_limit],
+                env={**env, "TMPDIR": str(local)}, cwd=local, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        address = json.loads(scheduler_file.read_text())["address"]
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(n_workers, timeout=120)
+            yield client
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def format_scale_table(df: pd.DataFrame) -> str:
+    """The bench-scale table as text."""
+    def cell(value, fmt) -> str:
+        return "" if value is None or value != value else fmt.format(value)
+
+    shown = pd.DataFrame({
+        "workload": df.workload, "runner": df.runner, "workers": df.workers,
+        "median_s": [cell(v, "{:.2f}") for v in df.median_s], "min_s": [cell(v, "{:.2f}") for v in df.min_s],
+        "speedup": [cell(v, "{:.2f}x") for v in df.speedup],
+        "same_bytes": ["" if v is None or v != v else ("yes" if v else "NO") for v in df.same_bytes],
+        "others_cores": [cell(v, "{:.2f}") for v in df.others_cores],
+    })
+    for column, fmt in (("peak_rss_mib", "{}"), ("spilled_mib", "{:.0f}"), ("workers_lost", "{:.0f}")):
+        if column in df:
+            shown[column] = [cell(v, fmt) if not isinstance(v, str) else v for v in df[column]]
+    title = f"scale: walk-forward, median of {df.attrs.get('repeats', '?')} runs (memory row: one run)"
+    return title + "\n" + shown.to_string(index=False)

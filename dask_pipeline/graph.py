@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
@@ -171,11 +172,16 @@ def _stored(cfg: Any) -> list[str]:
     return list_symbols(cfg.data.root)
 
 
-def graph_names() -> list[str]:
-    """The graphs shipped in ``graphs/``."""
+@functools.cache
+def _graph_names() -> tuple[str, ...]:
     import dask_pipeline.graphs
 
-    return sorted(m.name for m in pkgutil.iter_modules(dask_pipeline.graphs.__path__))
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(dask_pipeline.graphs.__path__)))
+
+
+def graph_names() -> list[str]:
+    """The graphs shipped in ``graphs/`` (listed once per process: every config validation asks)."""
+    return list(_graph_names())
 
 
 def load_graph(name: str) -> Any:

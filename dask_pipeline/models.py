@@ -24,6 +24,7 @@ Conventions of ``fit_fold``:
 
 from __future__ import annotations
 
+import functools
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -119,13 +120,15 @@ class ModelSpec:
         """The estimator class for ``task``, or None where the family has none."""
         return self.regressor if task == "regression" else self.classifier
 
-    def param_names(self) -> set[str]:
+    def param_names(self) -> frozenset[str]:
         """Parameters of any of its estimators (``get_params`` keys)."""
-        names: set[str] = set()
-        for cls in (self.regressor, self.classifier):
-            if cls is not None:
-                names |= set(cls().get_params())
-        return names
+        return _param_names(self.regressor, self.classifier)
+
+
+@functools.cache
+def _param_names(*classes: type | None) -> frozenset[str]:
+    # Building an estimator to ask its parameters costs ~1 ms; every trial's config asks.
+    return frozenset(name for cls in classes if cls is not None for name in cls().get_params())
 
 
 _TREES = {

@@ -45,10 +45,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import math
 import os
+import pickle
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -386,13 +388,15 @@ def apply_params(cfg: Any, params: Mapping[str, Any]) -> Any:
     data = _trial_dict(cfg)
     for path, value in params.items():
         set_dotted(data, path, value)
+    # The very objects the shared tasks were keyed on (a search never changes them), so a
+    # walk-forward of this config names the same load-/features- keys and reuses them;
+    # pydantic takes validated section instances as they are (the features list is most
+    # of a config's validation time, paid on every trial otherwise).
+    data.update({name: getattr(cfg, name) for name in SHARED_SECTIONS})
     try:
-        trial = Config.model_validate(data)
+        return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("; ".join(_describe(err) for err in exc.errors())) from None
-    # The very objects the shared tasks were keyed on (a search never changes them), so a
-    # walk-forward of this config names the same load-/features- keys and reuses them.
-    return trial.model_copy(update={name: getattr(cfg, name) for name in SHARED_SECTIONS})
 
 
 # --------------------------------------------------------------------------- stages
@@ -497,9 +501,59 @@ SAMPLERS: dict[str, Callable[[TuneConfig, int], Any]] = {
 
 
 def _median(n_folds: int | None) -> Any:
+    return cached_median_pruner()()
+
+
+@functools.cache
+def cached_median_pruner() -> type:
+    """The class ``CachedMedianPruner`` (made on first use: Optuna is imported by the driver only)."""
     from optuna.pruners import MedianPruner
 
-    return MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    class CachedMedianPruner(MedianPruner):
+        """Optuna's ``MedianPruner(n_startup_trials=5, n_warmup_steps=0)``, deciding alike
+        (a test holds them equal), with its median over the completed trials at a step kept
+        until another trial completes.
+
+        COMPLETE is final and trials are never removed, so the number of completed trials
+        says whether that set changed. The driver asks several times between two
+        completions, and each ask would otherwise gather every completed trial's value at
+        the step again and take its percentile (O(trials), ~0.3 ms at 1,000 trials).
+        """
+
+        def __init__(self) -> None:
+            super().__init__(n_startup_trials=5, n_warmup_steps=0)
+            self._medians: dict[int, float] = {}
+            self._medians_of = -1  # completed trials the kept medians were taken over
+
+        def prune(self, study: Any, trial: Any) -> bool:
+            # PercentilePruner.prune, with the percentile looked up.
+            from optuna.pruners import _percentile as pct
+            from optuna.study import StudyDirection
+            from optuna.trial import TrialState
+
+            completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            n = len(completed)
+            step = trial.last_step
+            if n == 0 or n < self._n_startup_trials or step is None or step < self._n_warmup_steps:
+                return False
+            if not pct._is_first_in_interval_step(step, trial.intermediate_values.keys(), self._n_warmup_steps,
+                                                  self._interval_steps):
+                return False
+            direction = study.direction
+            best = pct._get_best_intermediate_result_over_steps(trial, direction)
+            if math.isnan(best):
+                return True
+            if self._medians_of != n:
+                self._medians, self._medians_of = {}, n
+            if step not in self._medians:
+                self._medians[step] = pct._get_percentile_intermediate_result_over_trials(
+                    completed, direction, step, self._percentile, self._n_min_trials)
+            p = self._medians[step]
+            if math.isnan(p):
+                return False
+            return best < p if direction == StudyDirection.MAXIMIZE else best > p
+
+    return CachedMedianPruner
 
 
 def _hyperband(n_folds: int | None) -> Any:
@@ -641,23 +695,113 @@ class JournalFlock:
             os.close(fd)
 
 
+@functools.cache
+def group_commit_journal() -> type:
+    """The class ``GroupCommitJournal`` (made on first use: Optuna is imported by the driver only)."""
+    from optuna.storages.journal import BaseJournalBackend
+
+    class GroupCommitJournal(BaseJournalBackend):
+        """A journal file whose appends can be grouped: one locked, fsynced write per group.
+
+        Outside ``group()`` it is Optuna's ``JournalFileBackend`` (each append locked, written
+        and fsynced on its own). Inside, the file lock is held for the whole group, appends
+        are kept in memory, reads see the file and then the kept lines (so the storage's
+        replay, trial ids included, is what it will be once written), and leaving the group
+        writes them in one ``write`` and one ``fsync``. Holding the lock keeps other drivers
+        on the same file from appending in between, so every process replays the same order.
+
+        The driver groups what it does between two waits on the cluster. If it dies inside a
+        group, that group's lines are lost as a whole and the file ends at the previous group:
+        a trial it had created is then absent, or RUNNING under a dead driver (re-queued on
+        resume); a trial it had told is re-run. Nothing is half-written and nothing is told
+        COMPLETE twice.
+        """
+
+        def __init__(self, path: str | Path, lock: Any = None):
+            from optuna.storages.journal import JournalFileBackend
+
+            self.path = str(path)
+            self._lock = lock if lock is not None else (JournalFlock(f"{path}.flock") if os.name == "posix" else None)
+            self._file = JournalFileBackend(self.path, lock_obj=self._lock)
+            self._in_file = 0  # lines of the file read so far
+            self._pending: list[str] | None = None  # lines of the open group
+            self._pending_logs: list[dict[str, Any]] = []
+            self.commits = 0  #: fsynced writes of groups so far
+            self._file_read_in_group = False
+
+        def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+            start = min(log_number_from, self._in_file)
+            if not self._file_read_in_group:  # inside a group the file cannot change after one read
+                for number, log in enumerate(self._file.read_logs(start), start=start):
+                    self._in_file = number + 1
+                    if number >= log_number_from:
+                        yield log
+                self._file_read_in_group = self._pending is not None
+            yield from self._pending_logs[max(0, log_number_from - self._in_file):]
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            if self._pending is None:
+                self._file.append_logs(logs)
+                return
+            for log in logs:
+                line = json.dumps(log, separators=(",", ":"))
+                self._pending.append(line)
+                self._pending_logs.append(json.loads(line))  # as a reader of the file will see it
+
+        @contextlib.contextmanager
+        def group(self) -> Iterator[None]:
+            """Hold the lock; keep appends; write them with one fsync at the end (nested: no-op)."""
+            if self._pending is not None or self._lock is None:
+                yield
+                return
+            self._lock.acquire()
+            self._pending, self._pending_logs = [], []
+            self._file_read_in_group = False
+            try:
+                yield
+            finally:
+                lines, self._pending = self._pending, None
+                try:
+                    if lines:
+                        with open(self.path, "ab") as f:
+                            f.write(("\n".join(lines) + "\n").encode())
+                            f.flush()
+                            os.fsync(f.fileno())
+                        self.commits += 1
+                finally:
+                    self._pending_logs, self._file_read_in_group = [], False
+                    self._lock.release()
+
+    return GroupCommitJournal
+
+
 def make_storage(cfg: Any) -> Any:
-    """The study's storage: a journal file (default ``<run>/study.journal``) or an Optuna URL."""
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    """The study's storage: a journal file (default ``<run>/study.journal``, written through
+    ``group_commit_journal()``) or an Optuna URL."""
+    from optuna.storages.journal import JournalStorage
 
     target = cfg.tune.storage
     if target is not None and "://" in target:
         return target
     path = Path(target) if target is not None else cfg.run_dir / "study.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = JournalFlock(f"{path}.flock") if os.name == "posix" else None
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    return JournalStorage(group_commit_journal()(path))
+
+
+@contextlib.contextmanager
+def storage_group(study: Any) -> Iterator[None]:
+    """Group the study's storage writes (``GroupCommitJournal.group``) where it has one."""
+    backend = getattr(study._storage, "_backend", None)
+    with backend.group() if isinstance(backend, group_commit_journal()) else contextlib.nullcontext():
+        yield
 
 
 def storage_name(cfg: Any) -> str:
-    """Where the study lives, for messages."""
+    """Where the study lives, for messages and records (a URL's password masked)."""
+    from dask_pipeline.config import redact
+
     target = cfg.tune.storage
-    return target if target is not None else str(cfg.run_dir / "study.journal")
+    return redact(target) if target is not None else str(cfg.run_dir / "study.journal")
 
 
 def objective_digest(cfg: Any) -> dict[str, str]:
@@ -692,6 +836,8 @@ def open_study(cfg: Any, echo: Callable[..., Any] = print, storage: Any = None) 
     from optuna.trial import TrialState
     from sqlalchemy.exc import SQLAlchemyError
 
+    from dask_pipeline.config import redact
+
     tune = cfg.tune
     name = tune.study_name or cfg.output.run_name or "tune"
     storage = make_storage(cfg) if storage is None else storage
@@ -700,7 +846,8 @@ def open_study(cfg: Any, echo: Callable[..., Any] = print, storage: Any = None) 
             study = optuna.create_study(storage=storage, study_name=name, directions=tune.directions,
                                         load_if_exists=True)
     except (ImportError, OSError, ValueError, SQLAlchemyError) as exc:
-        raise StudyError(f"tune.storage: cannot open {storage_name(cfg)}: {str(exc).splitlines()[0]}") from None
+        reason = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        raise StudyError(f"tune.storage: cannot open {storage_name(cfg)}: {reason}") from None
     digest = objective_digest(cfg)
     recorded = study.user_attrs.get("objective")
     if recorded is None:
@@ -733,18 +880,51 @@ def open_study(cfg: Any, echo: Callable[..., Any] = print, storage: Any = None) 
     return study, state
 
 
+def tell(study: Any, trial: Any, values: Any = None, state: Any = None) -> None:
+    """``study.tell`` without the deep copy of the finished trial it returns (the driver
+    never reads it; ~0.5 ms a trial on a study of 1,000): Optuna's own implementation of
+    ``tell``, with the public method where that is not available."""
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:  # another Optuna layout: the public method does the same
+        study.tell(trial, values, state=state)
+        return
+    _tell_with_warning(study=study, trial=trial, value_or_values=values, state=state)
+
+
 @dataclass(frozen=True)
 class SharedInputs:
-    """Bars and features as futures (computed once, shared by every trial) and the union index."""
+    """Bars and features as futures (computed once, shared by every trial), the union index,
+    and ``bundle``: one future of ``(symbols, bars, features)`` that the fold tasks take (one
+    dependency instead of two per symbol: less for the client to pack and the scheduler to
+    track on each of the study's thousands of fold tasks; the frames are the same objects)."""
 
     symbols: list[str]
     bars: list[Any]
     features: list[Any]
     index: pd.DatetimeIndex
+    bundle: Any = None
+
+
+def _bundle(symbols: list[str], bars: list[pd.DataFrame], features: list[pd.DataFrame]) -> tuple:
+    return symbols, bars, features
+
+
+def run_fold(evaluate: Callable[..., dict[str, float]], job: bytes, k: int, bundle: tuple) -> dict[str, float]:
+    """A trial's fold task: ``evaluate`` on fold ``k`` of the trial's ``job``.
+
+    ``job`` is the trial's ``(folds, label, model, backtest, seed)`` pickled once by the
+    driver, so its config objects are serialised once per trial instead of once per fold.
+    """
+    folds, label, model, backtest, seed = pickle.loads(job)
+    symbols, bars, features = bundle
+    return evaluate(folds[k], symbols, bars, features, label, model, backtest, seed)
 
 
 def share_inputs(cfg: Any, client: Any) -> SharedInputs:
     """Compute every symbol's bars and features once on the cluster; keep them as futures."""
+    from dask.base import tokenize
+
     from dask_pipeline.data import load_bars
     from dask_pipeline.graph import features_tasks, symbols_of
     from dask_pipeline.walkforward import union_index
@@ -755,7 +935,10 @@ def share_inputs(cfg: Any, client: Any) -> SharedInputs:
     # Folds are laid out on the client from the union of timestamps: only closes are read.
     index = union_index(load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"]).index
                         for s in symbols)
-    return SharedInputs(symbols, futures[: len(symbols)], futures[len(symbols):], index)
+    bars, features = futures[: len(symbols)], futures[len(symbols):]
+    bundle = client.submit(_bundle, symbols, bars, features,
+                           key=f"tune-inputs-{tokenize(symbols, [f.key for f in futures])[:8]}")
+    return SharedInputs(symbols, bars, features, index, bundle)
 
 
 @dataclass
@@ -767,6 +950,8 @@ class LiveTrial:
     folds: list[Fold]
     sig: str
     started: float
+    job: bytes = b""  # its fold tasks' argument: (folds, label, model, backtest, seed), pickled
+    token: str = ""  # of its fold tasks' arguments, in their keys
     values: dict[int, dict[str, float]] = field(default_factory=dict)
     futures: dict[int, Any] = field(default_factory=dict)
     twins: list[Any] = field(default_factory=list)
@@ -814,6 +999,9 @@ class StudyDriver:
             done = [(o.values[0], o.number) for o in self.index.values() if o.values is not None]
             self.best = max(done, key=lambda vn: (sign * vn[0], -vn[1]), default=None)
         self.asked = 0
+        from dask.base import tokenize
+
+        self._base_token = tokenize(self.evaluate, self.inputs.bundle.key).encode()
 
     def run(self) -> None:
         """Ask, evaluate and tell until ``n_trials`` count, ``timeout`` passes or the grid is covered."""
@@ -822,14 +1010,19 @@ class StudyDriver:
         if to_go > 0:
             self.echo(f"tune: {to_go} trials to run, {self.concurrency} at a time "
                       f"({self.tune.sampler} sampler, {self.tune.pruning} pruner)")
+        ready: list[tuple[Any, Any]] = []
         try:
             while True:
-                while (len(self.live) < self.concurrency and self.counted < self.tune.n_trials
-                       and (deadline is None or time.monotonic() < deadline) and not self._grid_covered()):
-                    self._start_trial()
+                # What the driver does between two waits on the cluster is one storage group.
+                with storage_group(self.study):
+                    for future, row in ready:
+                        self._fold_done(future, row)
+                    while (len(self.live) < self.concurrency and self.counted < self.tune.n_trials
+                           and (deadline is None or time.monotonic() < deadline) and not self._grid_covered()):
+                        self._start_trial()
                 if self.completed.is_empty():
                     break
-                self._fold_done(*next(self.completed))
+                ready = self.completed.next_batch(block=True)
         except BaseException:
             self._requeue_live()
             raise
@@ -845,7 +1038,8 @@ class StudyDriver:
         self.counted += 1
         self.asked += 1
         trial.set_user_attr("driver", self.identity)
-        sig = signature(trial.params, self.tune.round_digits)
+        params = trial.params  # a copy each time it is read
+        sig = signature(params, self.tune.round_digits)
         if sig in self.index:
             self._tell_duplicate(trial, self.index[sig])
             return
@@ -853,12 +1047,17 @@ class StudyDriver:
             self.live[self.running[sig]].twins.append(trial)
             return
         try:
-            trial_cfg = apply_params(self.cfg, trial.params)
+            trial_cfg = apply_params(self.cfg, params)
             folds = self._layout(trial_cfg)
         except DaskPipelineError as exc:
             self._tell_failed(trial, str(exc))
             return
-        live = LiveTrial(trial, trial_cfg, folds, sig, time.perf_counter())
+        job = pickle.dumps((folds, trial_cfg.label, trial_cfg.model, trial_cfg.backtest, trial_cfg.seed),
+                           protocol=pickle.HIGHEST_PROTOCOL)
+        # One token for all of the trial's fold tasks (fold k's key adds k), so two studies or
+        # runs sharing a scheduler never mistake each other's trial-N-fold-K for their own.
+        token = hashlib.sha1(self._base_token + job).hexdigest()[:8]
+        live = LiveTrial(trial, trial_cfg, folds, sig, time.perf_counter(), job, token)
         self.live[trial.number] = live
         self.running[sig] = trial.number
         for k in [0] if self.pruned_stepwise else range(len(folds)):
@@ -871,13 +1070,8 @@ class StudyDriver:
         return self._folds[key]
 
     def _submit(self, live: LiveTrial, k: int) -> None:
-        from dask.base import tokenize
-
-        c = live.cfg
-        args = (live.folds[k], self.inputs.symbols, self.inputs.bars, self.inputs.features,
-                c.label, c.model, c.backtest, c.seed)
-        key = f"trial-{live.trial.number:04d}-fold-{k:02d}-{tokenize(self.evaluate, *args)[:8]}"
-        future = self.client.submit(self.evaluate, *args, key=key)
+        key = f"trial-{live.trial.number:04d}-fold-{k:02d}-{live.token}"
+        future = self.client.submit(run_fold, self.evaluate, live.job, k, self.inputs.bundle, key=key)
         self.by_key[key] = (live.trial.number, k)
         live.futures[k] = future
         self.completed.add(future)
@@ -930,11 +1124,11 @@ class StudyDriver:
         trial.set_user_attr("folds", folds)
         if state == "FAIL":
             trial.set_user_attr("error", error)
-            self.study.tell(trial, state=TrialState.FAIL)
+            tell(self.study, trial, state=TrialState.FAIL)
         elif state == "PRUNED":
-            self.study.tell(trial, state=TrialState.PRUNED)
+            tell(self.study, trial, state=TrialState.PRUNED)
         else:
-            self.study.tell(trial, values)
+            tell(self.study, trial, values)
         outcome = Outcome(trial.number, state, values, folds)
         if state != "FAIL":
             self.index[live.sig] = outcome
@@ -952,16 +1146,16 @@ class StudyDriver:
         trial.set_user_attr("duplicate_of", outcome.number)
         trial.set_user_attr("folds", outcome.folds)
         if outcome.state == "COMPLETE":
-            self.study.tell(trial, outcome.values if len(self.metrics) > 1 else outcome.values[0])
+            tell(self.study, trial, outcome.values if len(self.metrics) > 1 else outcome.values[0])
         else:
-            self.study.tell(trial, state=TrialState.PRUNED)
+            tell(self.study, trial, state=TrialState.PRUNED)
         self._report(trial.number, outcome.state, outcome.values, outcome.folds, 0.0, duplicate_of=outcome.number)
 
     def _tell_failed(self, trial: Any, error: str, quiet: bool = False) -> None:
         from optuna.trial import TrialState
 
         trial.set_user_attr("error", error)
-        self.study.tell(trial, state=TrialState.FAIL)
+        tell(self.study, trial, state=TrialState.FAIL)
         if not quiet:
             self._report(trial.number, "FAIL", None, {}, 0.0, error=error)
 
@@ -974,7 +1168,7 @@ class StudyDriver:
                 future.cancel()
             for trial in [live.trial, *live.twins]:
                 self.study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
-                self.study.tell(trial, state=TrialState.FAIL)
+                tell(self.study, trial, state=TrialState.FAIL)
         self.live.clear()
 
     def _report(self, number: int, state: str, values: list[float] | None, folds: dict[str, Any], seconds: float,

@@ -6,8 +6,11 @@ from dask_pipeline.bench import bench_tune, format_tune_table
 
 
 def test_bench_tune_small():
-    table = bench_tune(trials_overhead=10, resume_trials=50, wf_trials=2, workers=1, repeats=1)
-    assert len(table) == 6
+    table = bench_tune(trials_overhead=6, resume_trials=30, wf_trials=2, workers=1, repeats=1, preset="blank")
+    assert len(table) == 9
     assert (table["value"] > 0).all()
+    assert table["others_cores"].iloc[:-1].notna().all()
     text = format_tune_table(table)
-    assert "resume: open a 50-trial study" in text and "DIFFER" not in text
+    assert "resume: open a 30-trial study" in text
+    # Both sides drew the same parameter sets and got the same values.
+    assert "same trials and values" in text and "DIFFER" not in text

@@ -247,3 +247,122 @@ def test_trials_table_and_summary(tmp_path):
     frame.to_parquet(tmp_path / "trials.parquet")  # the types write
     assert study_summary(trials) == {"trials": 6, "complete": 2, "pruned": 1, "failed": 1, "interrupted": 1,
                                      "duplicates": 1, "folds_run": 7, "folds_skipped": 2}
+
+
+# ------------------------------------------------------------------ storage groups and the pruner
+
+
+def _journal_trials(path) -> list[tuple]:
+    """The trials of the journal at ``path`` as Optuna's own file backend replays them."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    study = optuna.load_study(study_name="s", storage=storage)
+    return [(t.number, t.state, t.params, t.values, t.intermediate_values, t.user_attrs)
+            for t in study.get_trials(deepcopy=False)]
+
+
+def test_grouped_journal_writes_replay_as_plain_appends(tmp_path):
+    from optuna.storages.journal import JournalStorage
+
+    from dask_pipeline.tuning import group_commit_journal, storage_group
+
+    journal = group_commit_journal()(tmp_path / "study.journal")
+    study = optuna.create_study(study_name="s", storage=JournalStorage(journal), direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    seen = []
+    for i in range(6):
+        with storage_group(study):
+            trial = study.ask(dist)
+            trial.set_user_attr("tag", [i, "a"])
+            trial.report(float(i), step=0)
+            # Inside the group the storage already sees what is not written yet...
+            seen.append(study.get_trials(deepcopy=False)[-1].intermediate_values)
+        with storage_group(study):
+            if i % 3 == 2:
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, float(i) * 0.5)
+    assert seen == [{0: float(i)} for i in range(6)]
+    assert journal.commits == 12
+    # ...and a reader of the file replays exactly what the writer holds in memory.
+    ours = [(t.number, t.state, t.params, t.values, t.intermediate_values, t.user_attrs)
+            for t in study.get_trials(deepcopy=False)]
+    assert _journal_trials(tmp_path / "study.journal") == ours
+    assert [t[1] for t in ours] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED] * 2
+
+
+GROUP_KILLED = """
+import os, signal, sys
+import optuna
+from optuna.storages.journal import JournalStorage
+from dask_pipeline.tuning import group_commit_journal, storage_group
+
+study = optuna.create_study(study_name="s", storage=JournalStorage(group_commit_journal()(sys.argv[1])),
+                            load_if_exists=True)
+dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+with storage_group(study):
+    study.tell(study.ask(dist), 1.0)
+with storage_group(study):
+    trial = study.ask(dist)
+    study.tell(trial, 2.0)
+    os.kill(os.getpid(), signal.SIGKILL)  # dies before the group is written
+"""
+
+
+def test_a_driver_killed_inside_a_group_leaves_the_journal_at_the_previous_group(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "study.journal"
+    proc = subprocess.run([sys.executable, "-c", GROUP_KILLED, str(path)], capture_output=True, timeout=120)
+    assert proc.returncode == -9
+    trials = _journal_trials(path)
+    assert [(n, s, v) for n, s, _, v, *_ in trials] == [(0, TrialState.COMPLETE, [1.0])]
+    # The lock died with the process: the next driver writes at once.
+    from optuna.storages.journal import JournalStorage
+
+    from dask_pipeline.tuning import group_commit_journal, storage_group
+
+    study = optuna.load_study(study_name="s", storage=JournalStorage(group_commit_journal()(path)))
+    with storage_group(study):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)}), 3.0)
+    assert [t[3] for t in _journal_trials(path)] == [[1.0], [3.0]]
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_cached_median_pruner_decides_as_optunas(direction):
+    """Random studies with ties, NaN reports and trials completing out of order: every
+    pruning question gets the same answer from both pruners."""
+    import numpy as np
+    from optuna.pruners import MedianPruner
+
+    from dask_pipeline.tuning import cached_median_pruner
+
+    rng = np.random.default_rng(3)
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    asked, pruned = 0, 0
+    for _ in range(4):
+        ours, theirs = cached_median_pruner()(), MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+        study = optuna.create_study(storage=InMemoryStorage(), direction=direction)
+        live = []
+        for _ in range(400):
+            if len(live) < 6:
+                live.append((study.ask(dist), 0))
+            i = int(rng.integers(len(live)))
+            trial, step = live[i]
+            value = float(rng.choice([np.nan, 0.0, 1.0, rng.normal()], p=[0.05, 0.1, 0.1, 0.75]))
+            trial.report(value, step=step)
+            frozen = study._storage.get_trial(trial._trial_id)
+            decision = theirs.prune(study, frozen)
+            assert ours.prune(study, frozen) == decision
+            asked, pruned = asked + 1, pruned + decision
+            if decision or step == 3:
+                if decision:
+                    study.tell(trial, state=TrialState.PRUNED)
+                else:
+                    study.tell(trial, value if value == value else 0.0)
+                live.pop(i)
+            else:
+                live[i] = (trial, step + 1)
+    assert asked == 1600 and 100 < pruned < 1500
