@@ -3,24 +3,31 @@
 ``connect(cfg)`` is a context manager yielding a ``distributed.Client``; on exit it closes
 only what it started (a scheduler reached by address is left running). Cluster kinds form
 one registry, ``CLUSTER_KINDS``: name -> function that starts a cluster and says how.
+The scale-out kinds (``ssh``, ``slurm``, ``kubernetes``) need their extra installed; with
+``cluster.tls`` every connection they make or accept is TLS with those certificates.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import importlib
 import logging
 import os
+import shutil
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from dask_pipeline.config import ClusterConfig
+from dask_pipeline.config import LOOPBACK_HOSTS, ClusterConfig, TLSConfig
 from dask_pipeline.errors import ClusterError
 
 log = logging.getLogger(__name__)
 
 #: Every worker runs its tasks single-threaded: numerical libraries must not start their
 #: own thread pools on top of the worker processes (oversubscription, non-determinism).
+#: cluster/worker.sh exports the same variables.
 WORKER_ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
@@ -29,15 +36,32 @@ WORKER_ENV = {
     "VECLIB_MAXIMUM_THREADS": "1",
 }
 
-
 @dataclass
 class Started:
-    """What a cluster kind started: the object to close (None for an external scheduler) and the client."""
+    """What a cluster kind started: the object to close (None for an external scheduler) and where it listens."""
 
     cluster: Any
     address: str
     kind: str
     note: str = ""
+    #: Seconds to wait for the first worker, when longer than ``connect``'s timeout (queued jobs).
+    wait: float = 0
+
+
+def tls_security(tls: TLSConfig) -> Any:
+    """A ``distributed.Security`` requiring TLS with the certificates of ``cluster.tls``.
+
+    The one certificate serves every role, so the same object secures this client and the
+    scheduler and workers a kind starts (make-certs.sh signs it for server and client use).
+    """
+    from distributed import Security
+
+    pair = {"cert": tls.cert, "key": tls.key}
+    return Security(
+        tls_ca_file=tls.ca_file,
+        require_encryption=True,
+        **{f"tls_{role}_{part}": path for role in ("client", "scheduler", "worker") for part, path in pair.items()},
+    )
 
 
 def connect_local(cfg: ClusterConfig) -> Started:
@@ -64,6 +88,12 @@ def _dashboard_options(cfg: ClusterConfig) -> dict[str, Any]:
     if cfg.dashboard:
         return {"dashboard_address": cfg.dashboard_address}
     return {"scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"}}
+
+
+def _scheduler_dashboard(cfg: ClusterConfig) -> dict[str, Any]:
+    """``_dashboard_options`` as Scheduler keywords, for kinds that take ``scheduler_options``."""
+    options = _dashboard_options(cfg)
+    return options.get("scheduler_kwargs", options)
 
 
 def visible_gpus() -> int:
@@ -125,33 +155,252 @@ def connect_address(cfg: ClusterConfig) -> Started:
     address = cfg.address or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if not address:
         raise ClusterError("cluster.kind 'address' needs cluster.address or DASK_SCHEDULER_ADDRESS (e.g. tcp://10.0.0.5:8786)")
+    source = "cluster.address" if cfg.address else "DASK_SCHEDULER_ADDRESS"
+    # The config checks cluster.address at load; an address from the environment is checked here.
+    if address.startswith("tls://") and cfg.tls is None:
+        raise ClusterError(
+            f"the scheduler at {address} ({source}) speaks TLS: set cluster.tls (ca_file, cert, key) "
+            "to certificates signed by its CA (cluster/make-certs.sh)"
+        )
+    if cfg.tls is not None and not address.startswith("tls://"):
+        raise ClusterError(f"cluster.tls is set but the scheduler address {address} ({source}) is not tls://")
     return Started(None, address, "address")
 
 
-def _needs_extra(kind: str, module: str, extra: str) -> Callable[[ClusterConfig], Started]:
-    def connect_unavailable(cfg: ClusterConfig) -> Started:
-        try:
-            __import__(module)
-        except ImportError:
-            raise ClusterError(
-                f"cluster.kind '{kind}' needs the '{extra}' extra: pip install -e '.[{extra}]'"
-            ) from None
-        raise ClusterError(
-            f"cluster.kind '{kind}' is not supported by this release yet; start the cluster with the "
-            f"scripts in cluster/ and use cluster.kind 'address'"
-        )
+def _require_extra(kind: str, module: str, extra: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ClusterError(f"cluster.kind '{kind}' needs the '{extra}' extra: pip install -e '.[{extra}]'") from None
 
-    return connect_unavailable
+
+def _worker_host(hosts: list[str], interface: str | None) -> dict[str, str]:
+    # Workers bind to loopback when every host is this machine, to the named interface when
+    # one is given, and otherwise to every interface (other hosts must reach them).
+    if interface:
+        return {"interface": interface}
+    if all(host in LOOPBACK_HOSTS for host in hosts):
+        return {"host": "127.0.0.1"}
+    return {}
+
+
+def connect_ssh(cfg: ClusterConfig) -> Started:
+    """A scheduler on the first of ``cluster.ssh.hosts`` and workers on the others, started over SSH."""
+    _require_extra("ssh", "asyncssh", "ssh")
+    import dask
+    from distributed.deploy.ssh import SSHCluster
+
+    ssh = cfg.ssh
+    assert ssh is not None  # the config requires the section with this kind
+    placement = _worker_host(ssh.hosts, ssh.interface)
+    worker_options: dict[str, Any] = {
+        "n_workers": ssh.workers_per_host,
+        "nthreads": cfg.threads_per_worker,
+        "memory_limit": cfg.memory_limit or 0,
+        "resources": {"CPU": 1},
+        "env": WORKER_ENV,
+        # Workers serve HTTP (health, metrics) even without a dashboard; keep it on loopback.
+        "dashboard_address": "127.0.0.1:0",
+        **placement,
+    }
+    if ssh.local_directory:
+        worker_options["local_directory"] = ssh.local_directory
+    scheduler_options: dict[str, Any] = {"port": ssh.scheduler_port, **_scheduler_dashboard(cfg)}
+    scheduler_options.update({"interface": ssh.interface} if ssh.interface else {"host": ssh.hosts[0]})
+    security, remote_config = None, {}
+    if cfg.tls is not None:
+        security = tls_security(cfg.tls)
+        scheduler_options["protocol"] = "tls"
+        worker_options["protocol"] = "tls"
+        # The remote scheduler and workers take their options as JSON, which cannot carry a
+        # Security object; SSHCluster hands them this process's Dask config instead.
+        remote_config = _tls_dask_config(cfg.tls)
+    with dask.config.set(remote_config):
+        cluster = SSHCluster(
+            ssh.hosts,
+            connect_options=ssh.connect_options,
+            worker_options=worker_options,
+            scheduler_options=scheduler_options,
+            remote_python=ssh.remote_python,
+            security=security,
+        )
+    n = ssh.workers_per_host * (len(ssh.hosts) - 1)
+    return Started(cluster, cluster.scheduler_address, "ssh", note=f"ssh: {n} workers on {len(ssh.hosts) - 1} hosts")
+
+
+def _tls_dask_config(tls: TLSConfig) -> dict[str, Any]:
+    config: dict[str, Any] = {"distributed.comm.require-encryption": True, "distributed.comm.tls.ca-file": tls.ca_file}
+    for role in ("client", "scheduler", "worker"):
+        config[f"distributed.comm.tls.{role}.cert"] = tls.cert
+        config[f"distributed.comm.tls.{role}.key"] = tls.key
+    return config
+
+
+def slurm_cluster(cfg: ClusterConfig) -> Any:
+    """The ``dask_jobqueue.SLURMCluster`` for ``cluster.slurm``, with its scheduler running and no job submitted.
+
+    ``connect`` scales it to ``cluster.slurm.jobs``; ``slurm_cluster(cfg).job_script()`` shows
+    what each job will run.
+    """
+    _require_extra("slurm", "dask_jobqueue", "slurm")
+    from dask_jobqueue import SLURMCluster
+
+    slurm = cfg.slurm
+    assert slurm is not None  # the config requires the section with this kind
+    processes = slurm.processes or max(1, slurm.cores // cfg.threads_per_worker)
+    # The scheduler runs here (the login node); compute nodes dial it, so it listens on
+    # slurm.interface or on every interface. Its dashboard stays where the config says.
+    scheduler_options: dict[str, Any] = _scheduler_dashboard(cfg)
+    return SLURMCluster(
+        queue=slurm.queue,
+        account=slurm.account,
+        cores=slurm.cores,
+        memory=slurm.memory,
+        processes=processes,
+        walltime=slurm.walltime,
+        job_extra_directives=list(slurm.job_extra_directives),
+        job_script_prologue=[f"export {name}={value}" for name, value in WORKER_ENV.items()],
+        # The worker's HTTP server (health, metrics) stays on loopback, as with cluster/worker.sh.
+        worker_extra_args=["--resources", "CPU=1", "--dashboard-address", "127.0.0.1:0"],
+        python=slurm.python,
+        interface=slurm.interface,
+        local_directory=slurm.local_directory,
+        log_directory=slurm.log_directory,
+        scheduler_options=scheduler_options,
+        security=tls_security(cfg.tls) if cfg.tls is not None else None,
+    )
+
+
+def connect_slurm(cfg: ClusterConfig) -> Started:
+    """A scheduler in this process and ``cluster.slurm.jobs`` SLURM jobs of workers."""
+    _require_extra("slurm", "dask_jobqueue", "slurm")
+    if shutil.which("sbatch") is None:
+        raise ClusterError("cluster.kind 'slurm': sbatch is not on PATH; run dask-pipeline on a SLURM login node")
+    slurm = cfg.slurm
+    assert slurm is not None
+    cluster = slurm_cluster(cfg)
+    cluster.scale(jobs=slurm.jobs)
+    return Started(
+        cluster, cluster.scheduler_address, "slurm",
+        note=f"slurm: {slurm.jobs} jobs of {slurm.cores} cores submitted", wait=slurm.startup_timeout,
+    )
+
+
+def kubernetes_cluster_spec(cfg: ClusterConfig) -> dict[str, Any]:
+    """The ``DaskCluster`` resource for ``cluster.kubernetes`` (the shape of cluster/kubernetes/daskcluster.yaml)."""
+    _require_extra("kubernetes", "dask_kubernetes", "kubernetes")
+    from dask_kubernetes.operator import make_cluster_spec
+
+    kube = cfg.kubernetes
+    assert kube is not None  # the config requires the section with this kind
+    spec = make_cluster_spec(
+        name=kube.name,
+        image=kube.image,
+        n_workers=kube.n_workers,
+        resources=kube.resources.model_dump(),
+        env={**WORKER_ENV, **kube.env},
+        worker_command=[
+            "dask", "worker",
+            "--nthreads", str(cfg.threads_per_worker),
+            "--memory-limit", str(cfg.memory_limit or 0),
+            "--resources", "CPU=1",
+        ],
+    )
+    # distributed no longer installs the dask-scheduler script the template names. The
+    # scheduler listens on the pod network; its Service is ClusterIP, not exposed outside.
+    scheduler = spec["spec"]["scheduler"]["spec"]["containers"][0]
+    scheduler["args"] = ["dask", "scheduler", *scheduler["args"][1:]]
+    # The template hands both containers one resources dict; keep them apart for editing.
+    scheduler["resources"] = copy.deepcopy(scheduler["resources"])
+    return spec
+
+
+def connect_kubernetes(cfg: ClusterConfig) -> Started:
+    """A ``DaskCluster`` created through the dask-kubernetes operator, deleted again on exit."""
+    spec = kubernetes_cluster_spec(cfg)
+    from dask_kubernetes.operator import KubeCluster
+
+    kube = cfg.kubernetes
+    assert kube is not None
+    try:
+        cluster = KubeCluster(custom_cluster_spec=spec, namespace=kube.namespace, shutdown_on_close=True, quiet=True)
+    except Exception:
+        # A KubeCluster that failed to start stays registered for dask-kubernetes' exit hook,
+        # which would try to delete it again and print a second traceback at exit.
+        from distributed.core import Status
+
+        for stale in [c for c in KubeCluster._instances if c.name == kube.name and c.status != Status.running]:
+            KubeCluster._instances.discard(stale)
+        raise
+    # Pulling the image onto fresh nodes takes minutes.
+    return Started(cluster, cluster.scheduler_address, "kubernetes", note=f"kubernetes: DaskCluster {kube.name}", wait=300)
 
 
 CLUSTER_KINDS: dict[str, Callable[[ClusterConfig], Started]] = {
     "local": connect_local,
     "local-cuda": connect_local_cuda,
     "address": connect_address,
-    "ssh": _needs_extra("ssh", "asyncssh", "ssh"),
-    "slurm": _needs_extra("slurm", "dask_jobqueue", "slurm"),
-    "kubernetes": _needs_extra("kubernetes", "dask_kubernetes", "kubernetes"),
+    "ssh": connect_ssh,
+    "slurm": connect_slurm,
+    "kubernetes": connect_kubernetes,
 }
+
+_START_HINTS = {
+    "ssh": "check cluster.ssh.hosts and connect_options (ssh to each host must work without a password)",
+    "slurm": "check cluster.slurm (queue, account) against sinfo and sacctmgr",
+    "kubernetes": "check kubectl access and that the dask-kubernetes operator is installed (cluster/README.md)",
+}
+
+
+def _start(cfg: ClusterConfig) -> Started:
+    try:
+        return CLUSTER_KINDS[cfg.kind](cfg)
+    except ClusterError:
+        raise
+    except Exception as exc:
+        # SSH, SLURM and Kubernetes fail in their own many ways; all are the environment's,
+        # not a bug here, so they get one line naming the kind and what to check.
+        if cfg.kind not in _START_HINTS:
+            raise
+        raise ClusterError(f"cluster.kind '{cfg.kind}' could not start: {_one_line(exc)}; {_START_HINTS[cfg.kind]}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _connection_error(address: str, exc: Exception) -> ClusterError:
+    """One line for a client that could not connect, saying which side of TLS to look at."""
+    from distributed.comm.core import FatalCommClosedError
+
+    chain = list(_chain(exc))
+    # A refused or timed-out connection never reached TLS; a bad certificate raises an
+    # SSLError (or distributed's fatal "certificate does not match"), and a plain-TCP
+    # scheduler answering a TLS hello a ValueError about SSL.
+    tls_failed = any(
+        isinstance(e, ssl.SSLError | FatalCommClosedError) or (isinstance(e, ValueError) and "SSL" in str(e))
+        for e in chain
+    )
+    if address.startswith("tls://") and tls_failed:
+        return ClusterError(
+            f"TLS handshake with the scheduler at {address} failed ({_one_line(chain[-1])}); check cluster.tls: "
+            "ca_file must be the CA that signed the scheduler's certificate and cert/key a pair it signed, "
+            "and the scheduler must listen on tls://"
+        )
+    hint = ""
+    if address.startswith("tcp://") and any(isinstance(e, ConnectionResetError) for e in chain):
+        hint = "; if that scheduler uses TLS, connect to tls://... with cluster.tls set"
+    return ClusterError(f"cannot reach the scheduler at {address}: {_one_line(exc)}{hint}")
 
 
 @contextlib.contextmanager
@@ -163,7 +412,8 @@ def connect(cfg: ClusterConfig | None = None, timeout: float = 30) -> Iterator[A
     cfg
         The ``cluster:`` section; defaults to a local cluster.
     timeout
-        Seconds to wait for the scheduler and the first worker.
+        Seconds to wait for the scheduler and the first worker (longer for queued SLURM jobs
+        and Kubernetes pods).
 
     Returns
     -------
@@ -173,18 +423,21 @@ def connect(cfg: ClusterConfig | None = None, timeout: float = 30) -> Iterator[A
     from distributed import Client
 
     cfg = cfg or ClusterConfig()
-    started = CLUSTER_KINDS[cfg.kind](cfg)
+    started = _start(cfg)
+    security = tls_security(cfg.tls) if cfg.tls is not None else None
     try:
         try:
-            client = Client(started.address, timeout=timeout, set_as_default=False)
-        except OSError as exc:
-            raise ClusterError(f"cannot reach the scheduler at {started.address}: {exc}") from None
+            client = Client(started.address, timeout=timeout, set_as_default=False, security=security)
+        except (OSError, ValueError) as exc:  # a plain-TCP scheduler answering a TLS hello: ValueError
+            raise _connection_error(started.address, exc) from None
         with client:
+            wait = max(timeout, started.wait)
             try:
-                client.wait_for_workers(1, timeout=timeout)
+                client.wait_for_workers(1, timeout=wait)
             except TimeoutError:
-                raise ClusterError(f"no worker joined the scheduler at {started.address} within {timeout:g} s") from None
+                raise ClusterError(f"no worker joined the scheduler at {started.address} within {wait:g} s") from None
             client.pipeline_note = started.note  # type: ignore[attr-defined]
+            client.pipeline_kind = started.kind  # type: ignore[attr-defined]
             yield client
     finally:
         if started.cluster is not None:
@@ -192,11 +445,17 @@ def connect(cfg: ClusterConfig | None = None, timeout: float = 30) -> Iterator[A
 
 
 def describe(client: Any) -> dict[str, Any]:
-    """What the client is connected to: scheduler, dashboard, workers and their resources."""
+    """What the client is connected to: kind, scheduler, TLS, dashboard, workers and their resources.
+
+    ``kind`` is None for a client that ``connect`` did not make.
+    """
     info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
     workers = info.get("workers", {})
+    scheduler = info.get("address", client.scheduler.address)
     return {
-        "scheduler": info.get("address", client.scheduler.address),
+        "kind": getattr(client, "pipeline_kind", None),
+        "scheduler": scheduler,
+        "tls": str(scheduler).startswith("tls://"),
         "dashboard": client.dashboard_link if _serves_dashboard(client.dashboard_link) else None,
         "n_workers": len(workers),
         "threads": sum(w.get("nthreads", 0) for w in workers.values()),

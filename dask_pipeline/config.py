@@ -16,11 +16,12 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dask_pipeline.backtest import BacktestConfig
 from dask_pipeline.errors import ConfigError
@@ -48,9 +49,26 @@ class SynthConfig(Section):
     freq: Literal["1D", "1h", "5min"] = "1D"
     seed: int = 7
 
+    @model_validator(mode="after")
+    def _has_bars(self) -> SynthConfig:
+        from dask_pipeline.data.synth import bar_calendar
+
+        try:
+            index, _ = bar_calendar(self.start, self.end, self.freq)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"start {self.start!r} / end {self.end!r}: {exc} (expected dates such as 2020-01-31)") from None
+        if len(index) == 0:
+            raise ValueError(f"start {self.start} to end {self.end} holds no business day: nothing to generate")
+        return self
+
 
 class DataConfig(Section):
-    """Where the bars live and which of them a run reads."""
+    """Where the bars live and which of them a run reads.
+
+    ``root`` is a local path (relative ones are taken from the current directory) or an
+    fsspec URL such as ``s3://bucket/bars``, ``gs://bucket/bars`` or ``file:///data/bars``;
+    its credentials and endpoint come from the environment, never from the config.
+    """
 
     root: str = "data/quickstart"
     symbols: list[str] | None = None
@@ -58,6 +76,17 @@ class DataConfig(Section):
     end: DateText | None = None
     dtype: Literal["float32", "float64"] = "float32"
     synthetic: SynthConfig | None = None
+
+    @field_validator("root")
+    @classmethod
+    def _is_path_or_url(cls, value: str) -> str:
+        from dask_pipeline.data.location import check_url, is_url
+
+        if not value.strip():
+            raise ValueError("is empty; expected a directory or a URL such as s3://bucket/bars")
+        if is_url(value):
+            check_url(value)
+        return value
 
     @field_validator("start", "end")
     @classmethod
@@ -83,8 +112,186 @@ class DataConfig(Section):
         return value
 
 
+#: Kinds that start their scheduler and workers away from this machine.
+SCALE_OUT_KINDS = ("ssh", "slurm", "kubernetes")
+
+#: Host names that mean "this machine only".
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class TLSConfig(Section):
+    """Certificates for ``tls://`` connections (``cluster/make-certs.sh`` makes a set).
+
+    ``ca_file`` is the CA that signed every certificate in the cluster; ``cert`` and ``key``
+    are this machine's pair. Kinds that start a scheduler and workers (``ssh``, ``slurm``)
+    give them the same pair, so it must sit at the same path on every node.
+    """
+
+    ca_file: str
+    cert: str
+    key: str
+
+    @field_validator("ca_file", "cert", "key")
+    @classmethod
+    def _file_exists(cls, value: str) -> str:
+        # Resolved here, like data.root in _resolve_paths: relative to the current directory.
+        path = Path(value).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"file not found: {path}")
+        return str(path)
+
+
+class SSHConfig(Section):
+    """A scheduler and workers started over SSH (``distributed.deploy.ssh.SSHCluster``).
+
+    Each worker process is single-threaded with ``cluster.threads_per_worker`` threads and
+    ``cluster.memory_limit`` memory, like local workers.
+    """
+
+    #: The first host runs the scheduler, every further entry one group of workers (name
+    #: the first host again to put workers beside the scheduler).
+    hosts: list[str]
+    #: Keywords of ``asyncssh.connect``: username, port, client_keys, known_hosts, ...
+    connect_options: dict[str, Any] = {}
+    workers_per_host: int = Field(1, ge=1)
+    #: Network interface for the scheduler and workers (e.g. ib0); default: all interfaces
+    #: (loopback only when every host is this machine).
+    interface: str | None = None
+    scheduler_port: int = Field(8786, ge=0, le=65535)
+    #: The Python with dask-pipeline installed on the hosts; default: this Python's path.
+    remote_python: str | None = None
+    local_directory: str | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _scheduler_then_workers(cls, value: list[str]) -> list[str]:
+        if len(value) < 2:
+            raise ValueError(
+                "needs the scheduler host and at least one worker host "
+                "(name the first host twice to run workers beside the scheduler)"
+            )
+        if any(not host.strip() for host in value):
+            raise ValueError("has an empty host name")
+        if value[0] in LOOPBACK_HOSTS and any(host not in LOOPBACK_HOSTS for host in value[1:]):
+            raise ValueError(
+                f"the scheduler host {value[0]!r} is this machine's loopback address, which workers on "
+                "other hosts cannot reach; name the scheduler host by its network address"
+            )
+        return value
+
+    @field_validator("connect_options")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The resolved config is written to every run folder (config.yaml).
+        secrets = sorted(k for k in value if k in ("password", "passphrase", "client_keys_passphrase"))
+        if secrets:
+            raise ValueError(
+                f"holds {', '.join(secrets)}, which would be written to the run's config.yaml; "
+                "use SSH keys without a passphrase or an ssh-agent"
+            )
+        return value
+
+
+class SlurmConfig(Section):
+    """Workers as SLURM jobs (``dask_jobqueue.SLURMCluster``); the scheduler runs in this process.
+
+    Each job asks for ``cores`` and ``memory`` and runs ``processes`` worker processes
+    (default: ``cores / cluster.threads_per_worker``, i.e. single-threaded workers), each
+    with the resource ``CPU=1``.
+    """
+
+    queue: str | None = None
+    account: str | None = None
+    cores: int = Field(ge=1)
+    memory: str
+    walltime: str = "01:00:00"
+    #: Jobs to submit when the cluster starts.
+    jobs: int = Field(1, ge=1)
+    processes: int | None = Field(None, ge=1)
+    job_extra_directives: list[str] = []
+    #: The Python with dask-pipeline installed on the compute nodes; default: this Python's path.
+    python: str | None = None
+    #: Network interface for the scheduler and workers (e.g. ib0); default: all interfaces.
+    interface: str | None = None
+    local_directory: str | None = None
+    log_directory: str | None = None
+    #: Seconds to wait for the first job to start (jobs may queue).
+    startup_timeout: float = Field(600, gt=0)
+
+    @field_validator("memory")
+    @classmethod
+    def _is_size(cls, value: str) -> str:
+        from dask.utils import parse_bytes
+
+        try:
+            parse_bytes(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a size (expected e.g. 64GiB or 500GB)") from None
+        return value
+
+    @field_validator("walltime")
+    @classmethod
+    def _is_walltime(cls, value: str) -> str:
+        if not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", value):
+            raise ValueError(f"{value!r} is not a SLURM time limit (expected e.g. 02:00:00 or 1-12:00:00)")
+        return value
+
+    @model_validator(mode="after")
+    def _processes_divide_cores(self) -> SlurmConfig:
+        if self.processes is not None and self.cores % self.processes:
+            raise ValueError(f"processes {self.processes} does not divide cores {self.cores}")
+        return self
+
+
+def _quantities_as_text(value: Any) -> Any:
+    # YAML reads `cpu: 1` as a number; Kubernetes quantities and env values are strings.
+    if isinstance(value, dict):
+        return {k: v if isinstance(v, str) else str(v) for k, v in value.items()}
+    return value
+
+
+QuantityMap = Annotated[dict[str, str], BeforeValidator(_quantities_as_text)]
+
+
+class KubernetesResources(Section):
+    """Pod resources of the scheduler and of each worker, in Kubernetes quantities (``4Gi``, ``1``)."""
+
+    requests: QuantityMap = {"cpu": "1", "memory": "2Gi"}
+    limits: QuantityMap = {"memory": "2Gi"}
+
+
+class KubernetesConfig(Section):
+    """A ``DaskCluster`` created through the dask-kubernetes operator (``KubeCluster``)."""
+
+    name: str = "dask-pipeline"
+    #: An image with dask-pipeline installed (cluster/kubernetes/Dockerfile).
+    image: str
+    #: Default: the current namespace of the kubeconfig context.
+    namespace: str | None = None
+    n_workers: int = Field(2, ge=1)
+    resources: KubernetesResources = KubernetesResources()
+    env: QuantityMap = {}
+
+    @field_validator("name")
+    @classmethod
+    def _is_dns_label(cls, value: str) -> str:
+        # The operator names the scheduler pod and service "<name>-scheduler": 63 characters at most.
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value) or len(value) > 53:
+            raise ValueError(
+                f"{value!r} is not a Kubernetes name (lowercase letters, digits and '-', 53 characters at most)"
+            )
+        return value
+
+
 class ClusterConfig(Section):
-    """How to get a Dask cluster (see ``dask_pipeline.cluster``)."""
+    """How to get a Dask cluster (see ``dask_pipeline.cluster``).
+
+    ``n_workers``, ``threads_per_worker`` and ``memory_limit`` size local workers;
+    ``threads_per_worker`` and ``memory_limit`` also size ``ssh`` and ``kubernetes`` workers,
+    while the ``ssh``, ``slurm`` and ``kubernetes`` sections say how many. ``retries`` is how
+    many times a failed task is retried (passed to compute/submit). ``tls`` holds the
+    certificates for a ``tls://`` scheduler.
+    """
 
     kind: Literal["local", "local-cuda", "address", "ssh", "slurm", "kubernetes"] = "local"
     n_workers: int | None = Field(None, ge=1)
@@ -93,6 +300,51 @@ class ClusterConfig(Section):
     address: str | None = None
     dashboard: bool = True
     dashboard_address: str = "127.0.0.1:8787"
+    retries: int = Field(0, ge=0)
+    tls: TLSConfig | None = None
+    ssh: SSHConfig | None = None
+    slurm: SlurmConfig | None = None
+    kubernetes: KubernetesConfig | None = None
+
+    @field_validator("n_workers")
+    @classmethod
+    def _n_workers_applies(cls, value: int | None, info: ValidationInfo) -> int | None:
+        kind = info.data.get("kind")
+        if value is not None and kind in SCALE_OUT_KINDS:
+            where = {"ssh": "ssh.workers_per_host", "slurm": "slurm.jobs and cluster.slurm.processes",
+                     "kubernetes": "kubernetes.n_workers"}[kind]
+            raise ValueError(f"is not used with kind {kind!r}; set cluster.{where}")
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _tls_applies(cls, value: TLSConfig | None, info: ValidationInfo) -> TLSConfig | None:
+        kind, address = info.data.get("kind"), info.data.get("address")
+        if value is not None and kind in ("local", "local-cuda"):
+            raise ValueError(f"is not used with kind {kind!r}: a local cluster stays on 127.0.0.1")
+        if value is not None and kind == "kubernetes":
+            raise ValueError(
+                "is not used with kind 'kubernetes': mount the certificates as a Secret in the DaskCluster "
+                "manifest (cluster/kubernetes/) and connect with kind 'address'"
+            )
+        if kind == "address" and address:
+            if address.startswith("tls://") and value is None:
+                raise ValueError(f"is required for the tls:// address {address} (ca_file, cert, key)")
+            if not address.startswith("tls://") and value is not None:
+                raise ValueError(f"is set but cluster.address {address} is not tls://; use tls://HOST:PORT")
+        return value
+
+    @field_validator("ssh", "slurm", "kubernetes")
+    @classmethod
+    def _section_of_kind(cls, value: Section | None, info: ValidationInfo) -> Section | None:
+        kind, section = info.data.get("kind"), info.field_name
+        if kind is None:  # the kind itself failed; its error says so
+            return value
+        if value is not None and kind != section:
+            raise ValueError(f"is only used with kind {section!r} (kind is {kind!r})")
+        if value is None and kind == section:
+            raise ValueError(f"is required with kind {section!r}: {_SECTION_HINTS[section]}")
+        return value
 
     @model_validator(mode="after")
     def _address_given(self) -> ClusterConfig:
@@ -102,7 +354,19 @@ class ClusterConfig(Section):
             raise ValueError(
                 f"address {self.address!r} has no protocol; expected tcp://HOST:PORT or tls://HOST:PORT"
             )
+        if self.kind == "slurm" and "memory_limit" in self.model_fields_set:
+            raise ValueError(
+                "cluster.memory_limit is not used with kind 'slurm': each worker gets "
+                "cluster.slurm.memory / cluster.slurm.processes"
+            )
         return self
+
+
+_SECTION_HINTS = {
+    "ssh": "hosts: [scheduler-host, worker-host, ...]",
+    "slurm": "at least cores and memory per job, e.g. {cores: 32, memory: 128GiB}",
+    "kubernetes": "at least image: an image with dask-pipeline installed",
+}
 
 
 class OutputConfig(Section):
@@ -151,6 +415,22 @@ class Config(Section):
                 f"folds.purge {self.folds.purge} is shorter than label.horizon {self.label.horizon}: "
                 "training labels would read bars of the test window"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> Config:
+        # An inverted range is a typo, not a request for a run over no bars.
+        import pandas as pd
+
+        start, end = self.data.start, self.data.end
+        if start is None or end is None:
+            return self
+        first, last = (pd.Timestamp(v) for v in (start, end))
+        first, last = (t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC") for t in (first, last))
+        if last == last.normalize():  # an end without a time of day covers that whole day
+            last += pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+        if last < first:
+            raise ValueError(f"data.end {end} is before data.start {start}: the run would read no bars")
         return self
 
     @model_validator(mode="after")
@@ -236,18 +516,62 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     return _resolve_paths(cfg)
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """Safe YAML with two guards for configs.
+
+    A key given twice in one mapping is an error (YAML forbids it; PyYAML would keep the
+    last silently, so a second ``folds:`` section would replace the first). A date that
+    does not exist (``2020-02-30``) stays text, so the validator of its key names the key
+    instead of the parser failing without one.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may repeat keys on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                line = first.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if line != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice, first on line {line + 1}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", ConfigLoader.construct_yaml_timestamp)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` as YAML with the ``ConfigLoader`` guards; raises ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=ConfigLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a YAML config file such as configs/quickstart.yaml")
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "save the config as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: empty config file; expected sections such as graph: and data:")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
     return data
@@ -289,7 +613,7 @@ def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, 
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key.path=value, e.g. cluster.n_workers=4")
         try:
-            parsed[key.strip()] = yaml.safe_load(text) if text.strip() else None
+            parsed[key.strip()] = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError:
             parsed[key.strip()] = text
     return parsed
@@ -324,7 +648,8 @@ def _describe(err: dict[str, Any]) -> str:
     if err["type"] in ("missing",):
         return f"'{dotted}': required key is missing"
     value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    # Validators that quote the value themselves need no second copy of it.
+    shown = "" if isinstance(value, dict) or repr(value) in message else f" (got {value!r})"
     return f"'{dotted}': {message}{shown}"
 
 
@@ -362,12 +687,41 @@ def _resolve_paths(cfg: Config) -> Config:
     def absolute(p: str) -> str:
         return p if "://" in p else str(Path(p).expanduser().resolve())
 
-    data = cfg.data.model_copy(update={"root": absolute(cfg.data.root)})
+    data = cfg.data.model_copy(update={"root": _absolute_root(cfg.data.root)})
     features = cfg.features.model_copy(update={"cache_dir": absolute(cfg.features.cache_dir)})
     output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir)})
     return cfg.model_copy(update={"data": data, "features": features, "output": output})
 
 
+def _absolute_root(root: str) -> str:
+    """``data.root`` as every worker must read it: a local path made absolute; a URL kept,
+    except that a ``file://`` URL's path is made absolute too (workers run in other directories)."""
+    scheme, sep, rest = root.partition("://")
+    if not sep:
+        return str(Path(root).expanduser().resolve())
+    if scheme in ("file", "local") and "::" not in root:
+        return f"{scheme}://{Path(rest).expanduser().resolve()}"
+    return root
+
+
 def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML text."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    """The resolved config as YAML text, with any password in a URL masked (``redact``)."""
+    return redact(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+#: A URL's password (``scheme://user:PASSWORD@host``) and secret-looking query parameters.
+_SECRETS = re.compile(
+    r"(?P<keep>[a-z][a-z0-9+.-]*://[^:/@\s]*:)\S*(?=@)"  # to the last @: a password may hold one
+    r"|(?P<qkeep>[?&;](?:password|passwd|pwd|secret|token|key|access_key|secret_key|sig|signature)=)[^&;\s'\"]*",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with passwords in URLs and secret query parameters replaced by ``***``.
+
+    Everything the package writes or prints that may hold a user's URL (``config.yaml``,
+    ``run.json``, log lines, error messages) goes through this, so a storage URL such as
+    ``postgresql://user:pass@db/optuna`` never lands in a results folder or a log.
+    """
+    return _SECRETS.sub(lambda m: (m.group("keep") or m.group("qkeep")) + "***", text)

@@ -7,11 +7,18 @@ statistics, so a date-range load skips the row groups outside the range. The sym
 lives only in the directory name (percent-encoded like pyarrow's hive partitioning,
 so ``^GSPC`` becomes ``symbol=%5EGSPC``).
 
+The root is a local path or an fsspec URL such as ``s3://bucket/bars`` (see
+:mod:`dask_pipeline.data.location`); the layout, the reads and the guarantees are the same.
+
 Writes are all-or-nothing per call: every frame is validated (and written to a hidden
-temp file next to its destination) before any destination file is replaced, each by
-``os.replace``. On bad input nothing is left behind: temp files, symbol directories and
-a root directory that the call created are removed. A crash between the first and
-last replace can leave some symbols updated, never a half-written file.
+temp file next to its destination) before any destination file is replaced. On bad
+input nothing is left behind: temp files, symbol directories and a root directory that
+the call created are removed. A crash between the first and last replace can leave
+some symbols updated, never a half-written file. Locally each replace is an
+``os.replace``. On an object store the temp objects are uploaded the same way and each is
+then copied server-side over its destination and deleted: a PUT or COPY replaces an
+object atomically, so readers see the old part file or the new one, never a part of
+one (object stores have no directories, so there are none to create or remove).
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from dask_pipeline.data.validate import BAR_COLUMNS, bars_error, validate_bars
+from dask_pipeline.data.location import PathLike, StoreLocation, is_url, locate
+from dask_pipeline.data.validate import BAR_COLUMNS, bars_error, first_row_problem, row_label, validate_bars
 from dask_pipeline.errors import DataError
 
 PART_FILE = "part-0.parquet"
@@ -40,19 +48,31 @@ COMPRESSION = "zstd"
 FILE_SCHEMA = pa.schema([("timestamp", pa.timestamp("ns", tz="UTC")), *((c, pa.float64()) for c in BAR_COLUMNS)])
 _PARTITIONING = ds.partitioning(pa.schema([(PARTITION_KEY, pa.string())]), flavor="hive")
 _TIMESTAMP = FILE_SCHEMA.field("timestamp").type
+_PREFIX = f"{PARTITION_KEY}="
 
-PathLike = str | os.PathLike
+
+def partition_name(symbol: str) -> str:
+    """The directory name of ``symbol``'s partition: ``symbol=<SYMBOL>``, percent-encoded."""
+    return f"{_PREFIX}{quote(symbol, safe='')}"
 
 
-def symbol_dir(root: PathLike, symbol: str) -> Path:
-    """The partition directory of ``symbol``: ``<root>/symbol=<SYMBOL>``."""
-    return Path(root) / f"{PARTITION_KEY}={quote(symbol, safe='')}"
+def symbol_dir(root: PathLike, symbol: str) -> str:
+    """The partition directory of ``symbol``: ``<root>/symbol=<SYMBOL>`` (a path or a URL, as ``root``)."""
+    location = locate(root)
+    return location.name_of(location.join(partition_name(symbol)))
 
 
 def store_exists(root: PathLike) -> bool:
-    """Whether ``root`` is a directory holding at least one ``symbol=...`` partition."""
-    path = Path(root)
-    return path.is_dir() and any(p.is_dir() and p.name.startswith(f"{PARTITION_KEY}=") for p in path.iterdir())
+    """Whether ``root`` is a directory holding at least one ``symbol=...`` partition.
+
+    Raises
+    ------
+    DataError
+        The root exists but cannot be read (permissions, an unreachable object store).
+    """
+    location = locate(root)
+    with location.failures("read the data root"):
+        return location.kind(location.path) == "directory" and bool(_partitions(location))
 
 
 def list_symbols(root: PathLike) -> list[str]:
@@ -61,14 +81,12 @@ def list_symbols(root: PathLike) -> list[str]:
     Raises
     ------
     DataError
-        ``root`` does not exist or is not a directory.
+        ``root`` does not exist, is not a directory, or cannot be read.
     """
-    path = _existing_root(root)
-    prefix = f"{PARTITION_KEY}="
-    return sorted(unquote(p.name[len(prefix):]) for p in path.iterdir() if p.is_dir() and p.name.startswith(prefix))
+    return _symbols(_existing_root(root))
 
 
-def write_bars(root: PathLike, symbol: str, bars: pd.DataFrame, *, row_group_size: int | None = None) -> Path:
+def write_bars(root: PathLike, symbol: str, bars: pd.DataFrame, *, row_group_size: int | None = None) -> Path | str:
     """Validate one symbol's bars and write them as ``<root>/symbol=<symbol>/part-0.parquet``.
 
     Replaces the symbol's existing part file atomically; a naive index is taken as UTC.
@@ -80,11 +98,12 @@ def write_bars(root: PathLike, symbol: str, bars: pd.DataFrame, *, row_group_siz
 
     Returns
     -------
-    Path
-        The part file written.
+    Path or str
+        The part file written: a ``Path`` under a local root, a URL under an object store.
     """
     write_dataset(root, {symbol: bars}, row_group_size=row_group_size)
-    return symbol_dir(root, symbol) / PART_FILE
+    part = f"{symbol_dir(root, symbol)}/{PART_FILE}"
+    return part if is_url(root) else Path(part)
 
 
 def write_dataset(root: PathLike, bars_by_symbol: Mapping[str, pd.DataFrame], *, row_group_size: int | None = None) -> list[str]:
@@ -117,50 +136,64 @@ def write_validated(
     each frame goes to a hidden temp file beside its destination, and only once the
     iterable is exhausted without error are the temp files moved into place. Any
     exception removes every temp file and every directory this call created.
+
+    Raises
+    ------
+    DataError
+        Invalid input (from ``items``), or a store that cannot be written (named).
     """
-    root = Path(root)
-    created: list[Path] = [d for d in (*reversed(root.parents), root) if not d.exists()]
-    staged: list[tuple[Path, Path]] = []
-    temp: Path | None = None
+    location = locate(root)
+    # Object stores have no directories: nothing to create there, nothing to remove.
+    created = _missing_directories(location) if location.local else []
+    staged: list[tuple[str, str]] = []
+    temp: str | None = None
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        with location.failures("write the store"):
+            for directory in created:
+                os.mkdir(directory)
         written: list[str] = []
         seen: set[str] = set()
         for symbol, bars in items:
             check_symbol_name(symbol)
             if symbol in seen:
-                raise DataError(f"{root}: symbol {symbol} given twice in one write")
+                raise DataError(f"{location.shown}: symbol {symbol} given twice in one write")
             seen.add(symbol)
             written.append(symbol)
-            directory = symbol_dir(root, symbol)
-            if not directory.exists():
-                directory.mkdir()
-                created.append(directory)
-            # Hidden (dataset discovery skips dot files), unique, and created with the
-            # umask's permissions (mkstemp's 0600 would lock out workers run as another user).
-            temp = directory / f".{PART_FILE}.{uuid.uuid4().hex}.tmp"
-            with open(temp, "xb") as sink:
-                pq.write_table(
-                    bars_to_table(bars), sink, compression=COMPRESSION, write_statistics=True,
-                    row_group_size=row_group_size or default_row_group_size(bars.index),
-                    # Prices are nearly all distinct: dictionaries only cost space;
-                    # byte-stream-split doubles compress about 7 % smaller under zstd.
-                    use_dictionary=False, use_byte_stream_split=list(BAR_COLUMNS),
-                )
-            staged.append((temp, directory / PART_FILE))
+            table = bars_to_table(bars)
+            directory = location.join(partition_name(symbol))
+            with location.failures("write the store"):
+                if location.local and not os.path.isdir(directory):
+                    os.mkdir(directory)
+                    created.append(directory)
+                # Hidden (dataset discovery and _part_files skip dot files) and unique.
+                temp = f"{directory}/.{PART_FILE}.{uuid.uuid4().hex}.tmp"
+                with location.create(temp) as sink:
+                    pq.write_table(
+                        table, sink, compression=COMPRESSION, write_statistics=True,
+                        row_group_size=row_group_size or default_row_group_size(bars.index),
+                        # Prices are nearly all distinct: dictionaries only cost space;
+                        # byte-stream-split doubles compress about 7 % smaller under zstd.
+                        use_dictionary=False, use_byte_stream_split=list(BAR_COLUMNS),
+                    )
+            staged.append((temp, f"{directory}/{PART_FILE}"))
             temp = None
     except BaseException:
-        for path in [temp, *(t for t, _ in staged)]:
-            if path is not None:
-                path.unlink(missing_ok=True)
+        location.discard([temp, *(t for t, _ in staged)])
         for directory in reversed(created):
             try:
-                directory.rmdir()
+                os.rmdir(directory)
             except OSError:
                 pass
         raise
-    for staged_file, final in staged:
-        os.replace(staged_file, final)
+    published = 0
+    try:
+        with location.failures("publish the written files"):
+            for staged_file, final in staged:
+                location.publish(staged_file, final)
+                published += 1
+    except BaseException:
+        location.discard(t for t, _ in staged[published:])
+        raise
     return written
 
 
@@ -204,24 +237,36 @@ def load_bars(
     float_type = np.dtype(dtype)
     if float_type.kind != "f":
         raise ValueError(f"dtype must be a float type such as 'float32' or 'float64', got {dtype!r}")
-    root = _existing_root(root)
-    directory = symbol_dir(root, symbol)
-    if not directory.is_dir():
-        raise DataError(_unknown_symbol(root, symbol))
-    files = _part_files(directory, symbol)
+    location = _existing_root(root)
+    directory = location.join(partition_name(symbol))
+    with location.failures("read the data root"):
+        found = location.kind(directory)
+    if found != "directory":
+        raise DataError(_unknown_symbol(location, symbol))
+    files = _part_files(location, directory, symbol)
 
     condition = ds.field(PARTITION_KEY) == symbol
     if start is not None:
         condition &= ds.field("timestamp") >= pa.scalar(_utc(start).value, type=_TIMESTAMP)
     if end is not None:
         condition &= ds.field("timestamp") <= pa.scalar(inclusive_end(end).value, type=_TIMESTAMP)
+    filesystem = location.arrow_filesystem()
     try:
-        dataset = ds.dataset(str(directory), format="parquet", partitioning=_PARTITIONING, partition_base_dir=str(root))
-        _require_columns(dataset.schema, ["timestamp", *wanted], files, symbol)
+        dataset = ds.dataset(files, filesystem=filesystem, format="parquet", partitioning=_PARTITIONING,
+                             partition_base_dir=location.path)
+        _require_columns(dataset.schema, ["timestamp", *wanted], location, files, symbol)
         table = dataset.to_table(columns=["timestamp", *wanted], filter=condition)
     except (pa.ArrowException, OSError) as exc:
-        raise _unreadable(files, symbol, exc) from None
-    return table_to_bars(table, wanted, float_type)
+        raise _unreadable(location, files, symbol, exc) from None
+    bars = table_to_bars(table, wanted, float_type)
+    found = first_row_problem(bars)
+    if found is not None:
+        # Bars another tool wrote may break the contract (NaN, duplicates, high < low). Name
+        # the file's row as validate_store does, not a position in this date range.
+        _validate_symbol(location, filesystem, symbol)
+        position, problem = found  # only out of float64 range: inf as float32
+        raise bars_error(location.name_of(files[0]), symbol, problem, row=row_label(bars.index, position))
+    return bars
 
 
 def validate_store(root: PathLike) -> list[dict]:
@@ -237,32 +282,36 @@ def validate_store(root: PathLike) -> list[dict]:
     DataError
         The first problem, naming the part file, symbol and row; also an empty store.
     """
-    root = _existing_root(root)
-    symbols = list_symbols(root)
+    location = _existing_root(root)
+    symbols = _symbols(location)
     if not symbols:
-        raise DataError(f"{root}: no symbols (expected {root}/{PARTITION_KEY}=<SYMBOL>/{PART_FILE})")
-    summary = []
-    for symbol in symbols:
-        files = _part_files(symbol_dir(root, symbol), symbol)
-        source = str(files[0]) if len(files) == 1 else str(symbol_dir(root, symbol))
-        tables = []
-        for path in files:
-            try:
-                table = pq.read_table(path)
-            except (pa.ArrowException, OSError) as exc:
-                raise _unreadable([path], symbol, exc) from None
-            if "timestamp" not in table.column_names:
-                raise bars_error(str(path), symbol, f"missing column 'timestamp' (have: {', '.join(table.column_names)})")
-            stamp_type = table.schema.field("timestamp").type
-            if not pa.types.is_timestamp(stamp_type):
-                raise bars_error(str(path), symbol, f"column 'timestamp' has type {stamp_type}, expected a timestamp")
-            tables.append(table)
-        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-        extra = [c for c in table.column_names if c != "timestamp"]
-        bars = table_to_bars(table, extra, None)
-        validate_bars(bars, source, symbol)
-        summary.append({"symbol": symbol, "rows": len(bars), "first": bars.index[0], "last": bars.index[-1]})
-    return summary
+        shown = location.shown
+        raise DataError(f"{shown}: no symbols (expected {shown}/{PARTITION_KEY}=<SYMBOL>/{PART_FILE})")
+    filesystem = location.arrow_filesystem()
+    return [_validate_symbol(location, filesystem, symbol) for symbol in symbols]
+
+
+def _validate_symbol(location: StoreLocation, filesystem: object, symbol: str) -> dict:
+    """Read every part file of ``symbol`` in full and validate it: ``validate_store``'s row."""
+    directory = location.join(partition_name(symbol))
+    files = _part_files(location, directory, symbol)
+    source = location.name_of(files[0] if len(files) == 1 else directory)
+    tables = []
+    for path in files:
+        try:
+            table = pq.read_table(path, filesystem=filesystem)
+        except (pa.ArrowException, OSError) as exc:
+            raise _unreadable(location, [path], symbol, exc) from None
+        shown = location.name_of(path)
+        if "timestamp" not in table.column_names:
+            raise bars_error(shown, symbol, f"missing column 'timestamp' (have: {', '.join(table.column_names)})")
+        _check_types(table.schema, table.column_names, shown, symbol)
+        tables.append(table)
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    extra = [c for c in table.column_names if c != "timestamp"]
+    bars = table_to_bars(table, extra, None)
+    validate_bars(bars, source, symbol)
+    return {"symbol": symbol, "rows": len(bars), "first": bars.index[0], "last": bars.index[-1]}
 
 
 def check_symbol_name(symbol: str) -> None:
@@ -316,13 +365,37 @@ def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
     return (stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")).as_unit("ns")
 
 
-def _existing_root(root: PathLike) -> Path:
-    path = Path(root)
-    if not path.exists():
-        raise DataError(f"{path}: no such data directory")
-    if not path.is_dir():
-        raise DataError(f"{path}: not a directory (expected a store root with {PARTITION_KEY}=<SYMBOL>/ folders)")
-    return path
+def _existing_root(root: PathLike) -> StoreLocation:
+    location = locate(root)
+    with location.failures("read the data root"):
+        found = location.kind(location.path)
+    if found is None:
+        raise DataError(f"{location.shown}: no such data directory")
+    if found != "directory":
+        raise DataError(f"{location.shown}: not a directory (expected a store root with {PARTITION_KEY}=<SYMBOL>/ folders)")
+    return location
+
+
+def _symbols(location: StoreLocation) -> list[str]:
+    with location.failures("list the data root"):
+        return sorted(unquote(name[len(_PREFIX):]) for name in _partitions(location))
+
+
+def _partitions(location: StoreLocation) -> list[str]:
+    """The names of the ``symbol=...`` directories directly under the root."""
+    names = (entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in location.listing(location.path)
+             if entry["type"] == "directory")
+    return [name for name in names if name.startswith(_PREFIX)]
+
+
+def _missing_directories(location: StoreLocation) -> list[str]:
+    """The local root and those of its parents that do not exist yet, outermost first."""
+    missing = []
+    path = location.path.rstrip("/") or "/"
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing[::-1]
 
 
 def _requested_columns(columns: Iterable[str] | None) -> list[str]:
@@ -333,23 +406,39 @@ def _requested_columns(columns: Iterable[str] | None) -> list[str]:
     return wanted
 
 
-def _part_files(directory: Path, symbol: str) -> list[Path]:
-    files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
+def _part_files(location: StoreLocation, directory: str, symbol: str) -> list[str]:
+    with location.failures("list the data root"):
+        entries = location.listing(directory)
+    files = sorted(
+        name for name in (e["name"] for e in entries if e["type"] == "file")
+        if name.endswith(".parquet") and not name.rsplit("/", 1)[-1].startswith((".", "_"))
+    )
     if not files:
-        raise DataError(f"{directory}: symbol {symbol}: no parquet files (expected {PART_FILE})")
+        raise DataError(f"{location.name_of(directory)}: symbol {symbol}: no parquet files (expected {PART_FILE})")
     return files
 
 
-def _require_columns(schema: pa.Schema, names: list[str], files: list[Path], symbol: str) -> None:
+def _require_columns(schema: pa.Schema, names: list[str], location: StoreLocation, files: list[str], symbol: str) -> None:
     for name in names:
         if name not in schema.names:
-            source = str(files[0]) if len(files) == 1 else str(files[0].parent)
+            source = location.name_of(files[0] if len(files) == 1 else files[0].rsplit("/", 1)[0])
             have = ", ".join(n for n in schema.names if n != PARTITION_KEY)
             raise bars_error(source, symbol, f"missing column '{name}' (have: {have})")
+    _check_types(schema, names, location.name_of(files[0]), symbol)
 
 
-def _unknown_symbol(root: Path, symbol: str) -> str:
-    symbols = list_symbols(root)
+def _check_types(schema: pa.Schema, names: list[str], source: str, symbol: str) -> None:
+    # Files from other tools: text prices or timestamps would load as garbage or fail deep in a task.
+    for name in names:
+        kind = schema.field(name).type
+        if name == "timestamp" and not pa.types.is_timestamp(kind):
+            raise bars_error(source, symbol, f"column 'timestamp' has type {kind}, expected a timestamp")
+        if name in BAR_COLUMNS and not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+            raise bars_error(source, symbol, f"column '{name}' has type {kind}, expected float64")
+
+
+def _unknown_symbol(location: StoreLocation, symbol: str) -> str:
+    symbols = _symbols(location)
     by_upper = {s.upper(): s for s in symbols}
     matches = difflib.get_close_matches(symbol.upper(), list(by_upper), n=5, cutoff=0.6)
     if matches:
@@ -358,17 +447,18 @@ def _unknown_symbol(root: Path, symbol: str) -> str:
         hint = f"no close match among {len(symbols)} symbols, e.g. {', '.join(symbols[:5])}"
     else:
         hint = "the store has no symbols"
-    return f"{root}: unknown symbol {symbol!r} ({hint})"
+    return f"{location.shown}: unknown symbol {symbol!r} ({hint})"
 
 
-def _unreadable(files: list[Path], symbol: str, exc: BaseException) -> DataError:
+def _unreadable(location: StoreLocation, files: list[str], symbol: str, exc: BaseException) -> DataError:
     """Name the file that cannot be read: the first whose footer fails, else the first file."""
     bad, reason = files[0], exc
+    filesystem = location.arrow_filesystem()
     for path in files:
         try:
-            pq.read_metadata(path)
+            pq.read_metadata(path, filesystem=filesystem)
         except (pa.ArrowException, OSError) as footer_exc:
             bad, reason = path, footer_exc
             break
     text = " ".join(str(reason).split()) or type(reason).__name__
-    return bars_error(str(bad), symbol, f"unreadable Parquet file ({text})")
+    return bars_error(location.name_of(bad), symbol, f"unreadable Parquet file ({text})")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from distributed import Client
 
 from dask_pipeline.cluster import connect, describe, visible_gpus
-from dask_pipeline.config import ClusterConfig
+from dask_pipeline.config import ClusterConfig, KubernetesConfig, SlurmConfig, SSHConfig
 from dask_pipeline.errors import ClusterError
 
 
@@ -14,6 +16,7 @@ def test_local_cluster_single_threaded_workers_and_closes_what_it_started():
     cfg = ClusterConfig(n_workers=2, dashboard=False, memory_limit="1GiB")
     with connect(cfg) as client:
         info = describe(client)
+        assert info["kind"] == "local" and info["tls"] is False
         assert info["n_workers"] == 2 and info["threads"] == 2
         assert info["dashboard"] is None
         assert info["resources"] == {"CPU": 2}
@@ -63,8 +66,27 @@ def test_local_cuda_without_gpu_falls_back_to_local():
         assert info["n_workers"] == 1 and "fell back to local" in info["note"]
 
 
-@pytest.mark.parametrize("kind,extra", [("ssh", "ssh"), ("slurm", "slurm"), ("kubernetes", "kubernetes")])
-def test_scale_out_kinds_say_what_to_install(kind, extra):
-    with pytest.raises(ClusterError, match=f"cluster.kind '{kind}'"):
-        with connect(ClusterConfig(kind=kind)):
+SCALE_OUT = {
+    "ssh": ("asyncssh", SSHConfig(hosts=["10.0.0.1", "10.0.0.2"])),
+    "slurm": ("dask_jobqueue", SlurmConfig(cores=4, memory="8GiB")),
+    "kubernetes": ("dask_kubernetes", KubernetesConfig(image="img:1")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SCALE_OUT))
+def test_scale_out_kinds_without_their_extra_say_what_to_install(kind, monkeypatch):
+    module, section = SCALE_OUT[kind]
+    monkeypatch.setitem(sys.modules, module, None)  # what an environment without the extra sees
+    with pytest.raises(ClusterError, match=rf"^cluster.kind '{kind}' needs the '{kind}' extra: pip install -e '\.\[{kind}\]'$"):
+        with connect(ClusterConfig(kind=kind, **{kind: section})):
             pass
+
+
+def test_ssh_host_that_refuses_is_one_clear_error(monkeypatch):
+    pytest.importorskip("asyncssh")
+    section = SSHConfig(hosts=["127.0.0.1", "127.0.0.1"], connect_options={"port": 9, "known_hosts": None})
+    with pytest.raises(ClusterError) as err:
+        with connect(ClusterConfig(kind="ssh", ssh=section), timeout=5):
+            pass
+    msg = str(err.value)
+    assert msg.startswith("cluster.kind 'ssh' could not start:") and "check cluster.ssh.hosts" in msg and "\n" not in msg

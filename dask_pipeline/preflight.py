@@ -1,0 +1,182 @@
+"""Checks run once the client is connected, before anything is computed: are the workers fit for the run?
+
+Workers on other machines need the same code and the same data. Two checks, one round
+trip each (they run on every run, so they stay cheap):
+
+1. **Versions** (``Client.get_versions``: installed-distribution metadata of the client,
+   the scheduler and every worker).
+
+   - Must match this client, else ``ClusterError`` listing every mismatch: ``dask``,
+     ``distributed`` and Python (major.minor) on the scheduler and every worker,
+     ``dask-pipeline`` on every worker. Tasks are functions of this package and of dask
+     pickled here and run there: other code there means other results, or a failure deep
+     inside a task; another Python minor version cannot load pickled functions at all.
+     The scheduler needs no dask-pipeline (the monitor's plugin is sent by value).
+   - Should match, else a warning: ``numpy``, ``pandas``, ``pyarrow``, ``numba``,
+     ``scikit-learn``. They decide the numbers, so results may differ from a run on this
+     machine, but the run works; a heterogeneous cluster mid-upgrade can still be used.
+
+2. **Data**: every worker lists ``data.root`` and must find every symbol the run reads.
+   A local root must be the same path on every machine (a shared filesystem); an
+   object store URL needs the storage library and credentials on every worker. Every
+   graph reads the store, so this check always runs.
+
+Workers that join after the check (adaptive scaling, queued SLURM jobs) are not checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dask_pipeline.errors import ClusterError, DaskPipelineError
+
+#: Distribution name -> where it must match: "all" (scheduler and workers) or "workers".
+REQUIRED = {"dask": "all", "distributed": "all", "python": "all", "dask-pipeline": "workers"}
+#: Distributions whose mismatch on a worker is a warning: they decide the numbers.
+ADVISED = ("numpy", "pandas", "pyarrow", "numba", "scikit-learn")
+
+HINT = "see cluster/README.md, 'Data on several machines'"
+_SHOWN_ADDRESSES = 5
+
+
+def check_workers(client: Any, cfg: Any, echo: Callable[..., Any] = print) -> list[str]:
+    """Check the connected cluster's versions and data access for ``cfg``; raise on what would break the run.
+
+    Parameters
+    ----------
+    client
+        A connected ``distributed.Client``.
+    cfg
+        The run's ``Config`` (``data.root``, ``data.symbols``, ``features.benchmark``).
+    echo
+        Where warnings go, as ``warning: ...`` lines.
+
+    Returns
+    -------
+    list of str
+        The warnings echoed (mismatched versions of the libraries in ``ADVISED``).
+
+    Raises
+    ------
+    ClusterError
+        One line listing every version mismatch of ``REQUIRED``, or every worker that
+        cannot list the data root or lacks a symbol of the run.
+    """
+    # "python" is not a distribution: get_versions reports it by itself.
+    report = client.get_versions(packages=[name for name in (*REQUIRED, *ADVISED) if name != "python"])
+    if not report.get("workers"):
+        return []
+    errors, warnings = version_mismatches(report, f"the scheduler {client.scheduler.address}")
+    if errors:
+        raise ClusterError(
+            f"the cluster runs other versions than this client: {'; '.join(errors)}; install the same "
+            f"versions on every machine (one environment, or the same pinned requirements), {HINT}"
+        )
+    for line in warnings:
+        echo(f"warning: {line}")
+
+    from dask_pipeline.graph import symbols_of
+
+    wanted = sorted({*symbols_of(cfg), *([cfg.features.benchmark] if cfg.features.benchmark else [])})
+    problems = client.run(store_problem, cfg.data.root, wanted, on_error="return")
+    # The headline names the root; each worker's own message need not repeat it.
+    blind = _group({address: _problem_text(p).removeprefix(f"{cfg.data.root}: ")
+                    for address, p in problems.items() if p is not None})
+    if blind:
+        n_blind = sum(len(addresses) for addresses in blind.values())
+        listed = "; ".join(f"{_addresses(addresses)}: {problem}" for problem, addresses in blind.items())
+        raise ClusterError(
+            f"{n_blind} of {len(problems)} workers cannot read the data root {cfg.data.root}: {listed}; "
+            "put the store on a filesystem every worker mounts at the same path, or use an object store "
+            f"URL (s3://bucket/prefix) with credentials in every worker's environment, {HINT}"
+        )
+    return warnings
+
+
+def version_mismatches(report: dict[str, Any], scheduler_name: str = "the scheduler") -> tuple[list[str], list[str]]:
+    """The required and the advised version mismatches of a ``Client.get_versions`` report, one text each.
+
+    Returns
+    -------
+    (list of str, list of str)
+        ``["dask-pipeline 0.1.0 here, 0.0.0 on tcp://10.0.0.7:4012", ...]`` for ``REQUIRED``,
+        and one warning line for ``ADVISED`` (empty when everything matches).
+    """
+    here = _packages(report["client"])
+    scheduler = _packages(report["scheduler"])
+    workers = {address: _packages(info) for address, info in sorted(report["workers"].items())}
+    errors = []
+    for name, where in REQUIRED.items():
+        elsewhere = {address: found.get(name) for address, found in workers.items()}
+        if where == "all":
+            elsewhere = {scheduler_name: scheduler.get(name), **elsewhere}
+        line = _mismatch(name, here.get(name), elsewhere)
+        if line:
+            errors.append(line)
+    advised = [line for name in ADVISED
+               if (line := _mismatch(name, here.get(name), {a: found.get(name) for a, found in workers.items()}))]
+    warnings = [f"workers run other versions of libraries that decide the numbers, results may differ "
+                f"from a run on this machine: {'; '.join(advised)}"] if advised else []
+    return errors, warnings
+
+
+def store_problem(root: str, symbols: list[str]) -> str | None:
+    """What keeps this process from reading the run's data: None when it can list ``root`` and finds ``symbols``.
+
+    Runs on every worker (``client.run``).
+    """
+    from dask_pipeline.data import list_symbols
+
+    try:
+        stored = set(list_symbols(root))
+    except DaskPipelineError as exc:
+        return str(exc)
+    missing = [s for s in symbols if s not in stored]
+    if missing:
+        shown = ", ".join(missing[:_SHOWN_ADDRESSES]) + (f" and {len(missing) - _SHOWN_ADDRESSES} more"
+                                                         if len(missing) > _SHOWN_ADDRESSES else "")
+        return f"the store there lacks {shown} (another copy of the store?)"
+    return None
+
+
+def _packages(info: dict[str, Any] | None) -> dict[str, str | None]:
+    packages = dict((info or {}).get("packages") or {})
+    python = packages.get("python")
+    # Patch releases load each other's pickles; minor releases do not.
+    packages["python"] = ".".join(str(python).split(".")[:2]) if python else None
+    return packages
+
+
+def _mismatch(name: str, here: str | None, elsewhere: dict[str, str | None]) -> str:
+    """``"dask 2026.8.0 here, 2026.7.1 on tcp://a, tcp://b"``, or "" when every version is ``here``."""
+    by_version: dict[str, list[str]] = {}
+    for address, version in elsewhere.items():
+        if version != here:
+            by_version.setdefault(version or "not installed", []).append(address)
+    if not by_version:
+        return ""
+    there = ", ".join(f"{version} on {_addresses(addresses)}" for version, addresses in sorted(by_version.items()))
+    return f"{name} {here or 'not installed'} here, {there}"
+
+
+def _addresses(addresses: list[str]) -> str:
+    shown = ", ".join(addresses[:_SHOWN_ADDRESSES])
+    more = len(addresses) - _SHOWN_ADDRESSES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _group(problems: dict[str, str]) -> dict[str, list[str]]:
+    """``{address: problem}`` as ``{problem: [addresses]}``, so 32 workers of one node make one entry."""
+    grouped: dict[str, list[str]] = {}
+    for address, problem in sorted(problems.items()):
+        grouped.setdefault(problem, []).append(address)
+    return grouped
+
+
+def _problem_text(problem: Any) -> str:
+    # client.run(on_error="return") hands back the exception a worker raised (e.g. an import error).
+    if isinstance(problem, BaseException):
+        text = " ".join(str(problem).split())
+        return f"the check failed there ({type(problem).__name__}{': ' + text if text else ''})"
+    return str(problem)
