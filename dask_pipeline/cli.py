@@ -26,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except DaskPipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from dask_pipeline.config import redact
+
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -97,6 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--workers", type=int, default=2)
     tune.add_argument("--repeats", type=int, default=3)
     tune.set_defaults(func=_cmd_bench_tune)
+    scale = bench.add_parser("scale", help="walk-forward on a local cluster vs worker processes reached by address; "
+                                           "worker memory on sp500 under a memory limit")
+    scale.add_argument("--workload", default="large", choices=["small", "medium", "large", "sp500"])
+    scale.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    scale.add_argument("--repeats", type=int, default=3)
+    scale.add_argument("--memory-workload", default="sp500", choices=["small", "medium", "large", "sp500"])
+    scale.add_argument("--memory-limit", default="1GiB", help="cluster.memory_limit of each worker for the memory row")
+    scale.add_argument("--memory-preset", default="fast", choices=["blank", "fast", "balanced", "quality"])
+    scale.set_defaults(func=_cmd_bench_scale)
     return parser
 
 
@@ -158,14 +169,29 @@ def _cmd_bench_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise DaskPipelineError(f"--workers {text!r}: expected comma-separated counts such as 1,2")
+    return counts
+
+
 def _cmd_bench_walkforward(args: argparse.Namespace) -> int:
     from dask_pipeline.bench import bench_walkforward, format_walkforward_table
 
-    try:
-        workers = [int(w) for w in args.workers.split(",") if w.strip()]
-    except ValueError:
-        raise DaskPipelineError(f"--workers {args.workers!r}: expected comma-separated counts such as 1,2") from None
-    print(format_walkforward_table(bench_walkforward(args.workload, workers, args.repeats)))
+    print(format_walkforward_table(bench_walkforward(args.workload, _worker_counts(args.workers), args.repeats)))
+    return 0
+
+
+def _cmd_bench_scale(args: argparse.Namespace) -> int:
+    from dask_pipeline.bench import bench_scale, format_scale_table
+
+    table = bench_scale(args.workload, tuple(_worker_counts(args.workers)), args.repeats, args.memory_workload,
+                        args.memory_limit, args.memory_preset)
+    print(format_scale_table(table))
     return 0
 
 

@@ -1,7 +1,8 @@
 """Result files, written atomically: a temp file in the same folder, then ``os.replace``.
 
 A crashed or killed run therefore leaves either the previous file or the new one, never
-half a file. Parquet output is deterministic: the same frame gives the same bytes.
+half a file (a killed writer may leave its ``.<name>.*.tmp`` beside it, never under the
+real name). Parquet output is deterministic: the same frame gives the same bytes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # On disk before it is published: after a power cut the new name never points at a
+        # file whose blocks were not written yet.
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import shutil
 import time
@@ -11,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from dask_pipeline.cluster import connect, describe
-from dask_pipeline.config import Config, dump_config
-from dask_pipeline.errors import ThresholdError
+from dask_pipeline.config import Config, dump_config, redact
+from dask_pipeline.errors import ConfigError, ThresholdError
 from dask_pipeline.graph import gpu_workers, load_graph, stages_of, symbols_of
 from dask_pipeline.monitor import (StageMonitor, check_thresholds, format_table, portfolio_metrics, progress_display,
                                    stage_times, task_dependencies)
+from dask_pipeline.preflight import check_workers
 from dask_pipeline.report import build_report
 from dask_pipeline.results import write_bytes, write_json, write_output, write_text
 
@@ -54,6 +56,7 @@ def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = Fal
     -------
     RunResult
     """
+    check_run_dir(cfg.run_dir)  # a results folder that cannot be written fails now, not after the computation
     prepare_data(cfg, echo)
     if not resume:
         shutil.rmtree(cfg.run_dir / "checkpoints", ignore_errors=True)
@@ -65,6 +68,19 @@ def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = Fal
         return _compute_and_write(cfg, graph, client, echo, progress)
     with connect(cfg.cluster) as own_client:
         return _compute_and_write(cfg, graph, own_client, echo, progress)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Raise ``ConfigError`` when ``run_dir`` cannot be created and written: a file in its way, or no permission."""
+    import os
+
+    for path in (run_dir, *run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"'output.dir': {path} is a file, not a folder; results would go to {run_dir}")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ConfigError(f"'output.dir': cannot write in {path} (permission denied); results would go to {run_dir}")
+            return
 
 
 def prepare_data(cfg: Config, echo: Any = print) -> None:
@@ -81,8 +97,9 @@ def prepare_data(cfg: Config, echo: Any = print) -> None:
 
 
 def _has_store(root: str) -> bool:
-    path = Path(root)
-    return path.is_dir() and any(p.name.startswith("symbol=") for p in path.iterdir())
+    from dask_pipeline.data import store_exists  # a local path or an object store URL
+
+    return store_exists(root)
 
 
 def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress: bool) -> RunResult:
@@ -102,6 +119,7 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
     if cluster["dashboard"]:
         echo(f"dashboard: {cluster['dashboard']}")
     echo(f"cluster: {cluster['n_workers']} workers, {cluster['threads']} threads at {cluster['scheduler']}")
+    check_workers(client, cfg, echo)  # same versions everywhere, data root visible to every worker
     outputs = None
     if hasattr(graph, "build"):
         with gpu_workers("GPU" in cluster["resources"]):
@@ -119,7 +137,7 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
                 values = graph.drive(cfg, client, echo)
             else:
                 names = sorted(outputs)
-                futures = client.compute([outputs[n] for n in names])
+                futures = client.compute([outputs[n] for n in names], retries=cfg.cluster.retries)
                 values = dict(zip(names, client.gather(futures), strict=True))
         wall = time.perf_counter() - t0
         run_dir = cfg.run_dir
@@ -146,7 +164,7 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
         "outputs": outputs_written,
     }
     files.append(write_text(run_dir / "config.yaml", dump_config(cfg)))
-    files.append(write_json(run_dir / "run.json", record))
+    files.append(write_text(run_dir / "run.json", redact(json.dumps(record, indent=2, default=str)) + "\n"))
     files.append(build_report(run_dir))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     echo(format_table(stages))

@@ -931,7 +931,8 @@ def share_inputs(cfg: Any, client: Any) -> SharedInputs:
 
     symbols = symbols_of(cfg)
     per_symbol = features_tasks(cfg)
-    futures = client.compute([per_symbol[s][0] for s in symbols] + [per_symbol[s][1] for s in symbols])
+    futures = client.compute([per_symbol[s][0] for s in symbols] + [per_symbol[s][1] for s in symbols],
+                             retries=cfg.cluster.retries)
     # Folds are laid out on the client from the union of timestamps: only closes are read.
     index = union_index(load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"]).index
                         for s in symbols)
@@ -1071,7 +1072,8 @@ class StudyDriver:
 
     def _submit(self, live: LiveTrial, k: int) -> None:
         key = f"trial-{live.trial.number:04d}-fold-{k:02d}-{live.token}"
-        future = self.client.submit(run_fold, self.evaluate, live.job, k, self.inputs.bundle, key=key)
+        future = self.client.submit(run_fold, self.evaluate, live.job, k, self.inputs.bundle, key=key,
+                                    retries=self.cfg.cluster.retries)
         self.by_key[key] = (live.trial.number, k)
         live.futures[k] = future
         self.completed.add(future)

@@ -26,7 +26,7 @@ def small_store(tmp_path_factory) -> Path:
 class DaskProcesses:
     """A `dask scheduler` and `dask worker` subprocesses, each worker with its own local directory."""
 
-    def __init__(self, tmp: Path, n_workers: int):
+    def __init__(self, tmp: Path, n_workers: int, worker_args: tuple[str, ...] = ()):
         self.tmp = tmp
         self.scheduler_file = tmp / "scheduler.json"
         env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "warning"}
@@ -46,7 +46,7 @@ class DaskProcesses:
                 subprocess.Popen(
                     [*dask, "worker", "--scheduler-file", str(self.scheduler_file), "--host", "127.0.0.1",
                      "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--local-directory", str(local),
-                     "--name", f"w{i}", "--resources", "CPU=1"],
+                     "--name", f"w{i}", "--resources", "CPU=1", *worker_args],
                     env={**env, "TMPDIR": str(local)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=local,
                 )
             )
@@ -58,7 +58,7 @@ class DaskProcesses:
         with Client(self.address, timeout=30) as client:
             client.wait_for_workers(n_workers, timeout=60)
 
-    def _wait_for(self, check, what: str, timeout: float = 30) -> None:
+    def _wait_for(self, check, what: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:

@@ -145,3 +145,36 @@ def test_preset_can_be_chosen_on_the_command_line():
     quick = REPO / "configs" / "quickstart.yaml"
     assert load_config(quick).model.preset == "fast"
     assert load_config(quick, ["preset=blank"]).model.preset == "blank"
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("postgresql://optuna:hunter2@db.internal:5432/studies", "postgresql://optuna:***@db.internal:5432/studies"),
+    ("mysql+pymysql://root:p@ss@10.0.0.2/db?charset=utf8", "mysql+pymysql://root:***@10.0.0.2/db?charset=utf8"),
+    ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
+    ("s3://bucket/bars?token=abc123&region=eu", "s3://bucket/bars?token=***&region=eu"),
+    ("sqlite:///results/study.db", "sqlite:///results/study.db"),
+    ("tls://10.0.0.5:8786 and tcp://h:1", "tls://10.0.0.5:8786 and tcp://h:1"),
+])
+def test_redact_masks_passwords_in_urls(text, shown):
+    from dask_pipeline.config import redact
+
+    assert redact(text) == shown
+
+
+def test_a_storage_password_never_reaches_the_run_folder(tmp_path, small_store):
+    """config.yaml and run.json of a run whose config holds a database URL with a password."""
+    from dask_pipeline.runner import run
+
+    config = tmp_path / "secret.yaml"
+    config.write_text(
+        f"graph: datacheck\ndata: {{root: {small_store}}}\n"
+        "tune: {storage: 'postgresql://optuna:hunter2@db.internal:5432/studies'}\n"
+        f"cluster: {{n_workers: 1, dashboard: false}}\noutput: {{dir: {tmp_path / 'results'}}}\n"
+    )
+    cfg = load_config(config)
+    assert cfg.tune.storage.endswith("hunter2@db.internal:5432/studies")  # the run itself has it
+    result = run(cfg, echo=lambda *a, **k: None)
+    written = {p.name: p.read_bytes() for p in result.run_dir.iterdir() if p.is_file()}
+    assert {"config.yaml", "run.json"} <= written.keys()
+    assert not [name for name, data in written.items() if b"hunter2" in data]
+    assert b"postgresql://optuna:***@db.internal" in written["config.yaml"]

@@ -366,3 +366,14 @@ def test_cached_median_pruner_decides_as_optunas(direction):
             else:
                 live[i] = (trial, step + 1)
     assert asked == 1600 and 100 < pruned < 1500
+
+
+def test_an_unreachable_storage_is_one_error_without_its_password(tmp_path):
+    from dask_pipeline.tuning import StudyError
+
+    cfg = load_config(write_config(tmp_path), ["tune.storage=postgresql://optuna:hunter2@127.0.0.1:9/studies"])
+    with pytest.raises(StudyError) as caught:
+        open_study(cfg, echo=lambda *a: None)
+    message = str(caught.value)
+    assert message.startswith("tune.storage: cannot open postgresql://optuna:***@127.0.0.1:9/studies")
+    assert "hunter2" not in message and "\n" not in message

@@ -173,3 +173,40 @@ def test_resume_after_kill_computes_only_missing_folds(tmp_path, small_store):
 
     clean = compute_sync(cfg, tmp_path / "clean")
     assert output_bytes(cfg.run_dir) == clean
+
+
+#: Attempts per fold of ``_flaky_train`` (module-level: tasks are pickled by reference to it,
+#: so the in-process workers count here).
+ATTEMPTS: dict[int, int] = {}
+_REAL_TRAIN = walkforward_graph.train_fold
+
+
+def _flaky_train(fold, *args, **kwargs):
+    ATTEMPTS[fold.index] = ATTEMPTS.get(fold.index, 0) + 1
+    if ATTEMPTS[fold.index] == 1:
+        raise OSError(f"fold {fold.index}: transient read error")
+    return _REAL_TRAIN(fold, *args, **kwargs)
+
+
+def test_cluster_retries_rerun_a_fold_that_failed_once(tmp_path, small_store, reference, monkeypatch):
+    """A fold whose first attempt fails (say a flaky network filesystem) succeeds on its retry
+    with ``cluster.retries``; without retries the run fails with that error."""
+    from distributed import LocalCluster
+
+    from dask_pipeline.errors import DaskPipelineError
+
+    monkeypatch.setattr(walkforward_graph, "train_fold", _flaky_train)
+    ATTEMPTS.clear()
+    # Threads in this process, so the patched stage is the one the workers run.
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        cfg = load_config(write_config(tmp_path, small_store, "retried"), ["cluster.retries=1"])
+        result = run(cfg, client=client, echo=lambda *a, **k: None)
+        assert output_bytes(result.run_dir) == reference
+        assert ATTEMPTS == dict.fromkeys(range(N_FOLDS), 2)
+
+        ATTEMPTS.clear()
+        cfg = load_config(write_config(tmp_path / "none", small_store, "not-retried"))
+        with pytest.raises((OSError, DaskPipelineError), match="transient read error"):
+            run(cfg, client=client, echo=lambda *a, **k: None)
+        assert not (cfg.run_dir / "folds.parquet").exists()
