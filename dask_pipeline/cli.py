@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except DaskPipelineError as exc:
-        from dask_pipeline.config import redact
+        from dask_pipeline.redaction import redact
 
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from dask_pipeline.features.spec import FeaturesConfig
 from dask_pipeline.folds import FoldsConfig
 from dask_pipeline.models import LabelConfig, ModelConfig
 from dask_pipeline.monitor import MonitorConfig
+from dask_pipeline.redaction import redact  # also imported from here by runner, tuning, tests
 from dask_pipeline.schema import DateText, Section
 from dask_pipeline.waves.spec import WavesConfig
 from dask_pipeline.tuning import TuneConfig
@@ -56,7 +57,9 @@ class SynthConfig(Section):
         try:
             index, _ = bar_calendar(self.start, self.end, self.freq)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"start {self.start!r} / end {self.end!r}: {exc} (expected dates such as 2020-01-31)") from None
+            raise ValueError(
+                f"start {self.start!r} / end {self.end!r}: {exc} (expected dates such as 2020-01-31)"
+            ) from None
         if len(index) == 0:
             raise ValueError(f"start {self.start} to end {self.end} holds no business day: nothing to generate")
         return self
@@ -707,21 +710,3 @@ def _absolute_root(root: str) -> str:
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML text, with any password in a URL masked (``redact``)."""
     return redact(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-#: A URL's password (``scheme://user:PASSWORD@host``) and secret-looking query parameters.
-_SECRETS = re.compile(
-    r"(?P<keep>[a-z][a-z0-9+.-]*://[^:/@\s]*:)\S*(?=@)"  # to the last @: a password may hold one
-    r"|(?P<qkeep>[?&;](?:password|passwd|pwd|secret|token|key|access_key|secret_key|sig|signature)=)[^&;\s'\"]*",
-    re.IGNORECASE,
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with passwords in URLs and secret query parameters replaced by ``***``.
-
-    Everything the package writes or prints that may hold a user's URL (``config.yaml``,
-    ``run.json``, log lines, error messages) goes through this, so a storage URL such as
-    ``postgresql://user:pass@db/optuna`` never lands in a results folder or a log.
-    """
-    return _SECRETS.sub(lambda m: (m.group("keep") or m.group("qkeep")) + "***", text)

@@ -334,14 +334,15 @@ def _first_test_start(idx: pd.DatetimeIndex, train: Size) -> int:
 
 def _require_one_fold(idx: pd.DatetimeIndex, first: int, train: Size, test: Size) -> None:
     """DataError unless the first fold has its full training window and a test window."""
+    hint = "; shorten folds.train or folds.test, or widen data.start / data.end"
     n = len(idx)
     if n == 0:
-        raise DataError(f"need bars for train {train} + test {test}, the index is empty")
+        raise DataError(f"need bars for train {train} + test {test}, the index is empty{hint}")
     if train.is_bars and test.is_bars:
         if n < train.count + test.count:
             raise DataError(
                 f"need {train.count + test.count} bars for train {train.count} + "
-                f"test {test.count}, have {n}"
+                f"test {test.count}, have {n}{hint}"
             )
         return
     have = f"have {n} bars from {idx[0]} to {idx[-1]}"
@@ -349,7 +350,7 @@ def _require_one_fold(idx: pd.DatetimeIndex, first: int, train: Size, test: Size
         if first + test.count > n:
             raise DataError(
                 f"need {first + test.count} bars for train {train} ({first} bars) + "
-                f"test {test.count}, {have}"
+                f"test {test.count}, {have}{hint}"
             )
         return
     if first >= n:
@@ -357,7 +358,7 @@ def _require_one_fold(idx: pd.DatetimeIndex, first: int, train: Size, test: Size
             f"more than {train.count} bars" if train.is_bars
             else f"data past {idx[0] + train.offset()}"
         )
-        raise DataError(f"need {need} for train {train} + test {test}, {have}")
+        raise DataError(f"need {need} for train {train} + test {test}, {have}{hint}")
 
 
 def _train_rows(idx, start, nominal, train: Size, mode, purge, embargo, test_ends) -> np.ndarray:

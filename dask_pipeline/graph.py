@@ -120,7 +120,8 @@ def stages_of(graph: dict[str, Delayed]) -> dict[str, str]:
 def symbols_of(cfg: Any) -> list[str]:
     """The run's symbols: ``data.symbols`` or every symbol in the store, in order.
 
-    Raises ``DataError`` before anything is computed when a requested symbol is not in the store.
+    Raises ``DataError`` before anything is computed when the store holds no symbol, or a
+    requested symbol or the ``features.benchmark`` symbol is not in it.
     """
     import difflib
 
@@ -128,14 +129,18 @@ def symbols_of(cfg: Any) -> list[str]:
     from dask_pipeline.errors import DataError
 
     stored = list_symbols(cfg.data.root)
-    if not cfg.data.symbols:
-        return stored
-    for symbol in cfg.data.symbols:
+    if not stored:
+        raise DataError(f"{cfg.data.root}: the store holds no symbols (expected symbol=<SYMBOL>/ folders of Parquet "
+                        "files; `dask-pipeline data import` or data.synthetic makes them)")
+    requested = [("data.symbols", s) for s in cfg.data.symbols or ()]
+    if cfg.features.benchmark is not None:
+        requested.append(("features.benchmark", cfg.features.benchmark))
+    for key, symbol in requested:
         if symbol not in stored:
             close = difflib.get_close_matches(symbol, stored, n=3)
             hint = f" (close matches: {', '.join(close)})" if close else ""
-            raise DataError(f"'data.symbols': {symbol!r} is not in the store {cfg.data.root}{hint}")
-    return list(cfg.data.symbols)
+            raise DataError(f"'{key}': {symbol!r} is not in the store {cfg.data.root}{hint}")
+    return list(cfg.data.symbols) if cfg.data.symbols else stored
 
 
 def features_tasks(cfg: Any) -> dict[str, tuple[Delayed, Delayed]]:
@@ -147,15 +152,12 @@ def features_tasks(cfg: Any) -> dict[str, tuple[Delayed, Delayed]]:
     loaded once and fed to every symbol's features.
     """
     from dask_pipeline.data import load_bars
-    from dask_pipeline.errors import DataError
     from dask_pipeline.features import compute_cached
 
-    symbols = symbols_of(cfg)
+    symbols = symbols_of(cfg)  # also checks that the benchmark is in the store
     data = cfg.data
     benchmark = cfg.features.benchmark
     wanted = symbols if benchmark is None or benchmark in symbols else [*symbols, benchmark]
-    if benchmark is not None and benchmark not in symbols and benchmark not in _stored(cfg):
-        raise DataError(f"'features.benchmark': {benchmark!r} is not in the store {data.root}")
     loads = {
         s: task(load_bars, data.root, s, data.start, data.end, dtype=data.dtype, name=f"load-{s}") for s in wanted
     }
@@ -164,12 +166,6 @@ def features_tasks(cfg: Any) -> dict[str, tuple[Delayed, Delayed]]:
         s: (loads[s], task(compute_cached, loads[s], cfg.features, bench, symbol=s, name=f"features-{s}"))
         for s in symbols
     }
-
-
-def _stored(cfg: Any) -> list[str]:
-    from dask_pipeline.data import list_symbols
-
-    return list_symbols(cfg.data.root)
 
 
 @functools.cache

@@ -1,6 +1,6 @@
 """Labels, the estimator registry with its presets, and per-fold training.
 
-One registry, ``MODELS``: a name maps to a ``ModelSpec`` holding the scikit-learn class
+One registry, ``MODELS``: a name maps to a ``ModelSpec`` naming the scikit-learn class
 for each task it supports, the parameters it always runs with, and one parameter set per
 preset (``blank`` for smoke runs in seconds, ``fast``, ``balanced``, ``quality``). Adding
 a model is one ``ModelSpec`` and one registry line.
@@ -25,6 +25,7 @@ Conventions of ``fit_fold``:
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -33,18 +34,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
-from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    ExtraTreesRegressor,
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.inspection import permutation_importance
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from dask_pipeline.errors import ConfigError, DataError
 from dask_pipeline.features.scalers import make_scaler
@@ -109,26 +98,41 @@ def make_label(close, horizon: int, task: str = "regression"):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An estimator family: class per task, fixed parameters, and parameters per preset."""
+    """An estimator family: class per task, fixed parameters, and parameters per preset.
 
-    regressor: type | None
-    classifier: type | None
+    Classes are named by import path (``"sklearn.linear_model.Ridge"``) and imported on
+    first use: scikit-learn takes over a second to import, and loading or rejecting a
+    config needs it only for a config that sets ``model.params``.
+    """
+
+    regressor: str | None
+    classifier: str | None
     fixed: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def supports(self, task: str) -> bool:
+        """Whether the family has an estimator for ``task`` (without importing it)."""
+        return (self.regressor if task == "regression" else self.classifier) is not None
+
     def estimator_class(self, task: str) -> type | None:
         """The estimator class for ``task``, or None where the family has none."""
-        return self.regressor if task == "regression" else self.classifier
+        path = self.regressor if task == "regression" else self.classifier
+        return None if path is None else _import_class(path)
 
     def param_names(self) -> frozenset[str]:
         """Parameters of any of its estimators (``get_params`` keys)."""
         return _param_names(self.regressor, self.classifier)
 
 
+def _import_class(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 @functools.cache
-def _param_names(*classes: type | None) -> frozenset[str]:
+def _param_names(*paths: str | None) -> frozenset[str]:
     # Building an estimator to ask its parameters costs ~1 ms; every trial's config asks.
-    return frozenset(name for cls in classes if cls is not None for name in cls().get_params())
+    return frozenset(name for path in paths if path is not None for name in _import_class(path)().get_params())
 
 
 _TREES = {
@@ -140,11 +144,11 @@ _TREES = {
 
 MODELS: dict[str, ModelSpec] = {
     "ridge": ModelSpec(
-        Ridge, None,
+        "sklearn.linear_model.Ridge", None,
         presets={p: {"alpha": 1.0} for p in PRESETS},
     ),
     "logistic": ModelSpec(
-        None, LogisticRegression,
+        None, "sklearn.linear_model.LogisticRegression",
         presets={
             "blank": {"C": 1.0, "max_iter": 50},
             "fast": {"C": 1.0, "max_iter": 100},
@@ -153,13 +157,15 @@ MODELS: dict[str, ModelSpec] = {
         },
     ),
     "random_forest": ModelSpec(
-        RandomForestRegressor, RandomForestClassifier, fixed={"n_jobs": 1}, presets=_TREES
+        "sklearn.ensemble.RandomForestRegressor", "sklearn.ensemble.RandomForestClassifier", fixed={"n_jobs": 1},
+        presets=_TREES,
     ),
     "extra_trees": ModelSpec(
-        ExtraTreesRegressor, ExtraTreesClassifier, fixed={"n_jobs": 1}, presets=_TREES
+        "sklearn.ensemble.ExtraTreesRegressor", "sklearn.ensemble.ExtraTreesClassifier", fixed={"n_jobs": 1},
+        presets=_TREES,
     ),
     "hist_gbm": ModelSpec(
-        HistGradientBoostingRegressor, HistGradientBoostingClassifier,
+        "sklearn.ensemble.HistGradientBoostingRegressor", "sklearn.ensemble.HistGradientBoostingClassifier",
         presets={
             "blank": {"max_iter": 5, "max_depth": 2},
             "fast": {"max_iter": 50, "max_depth": 4, "learning_rate": 0.1},
@@ -170,7 +176,7 @@ MODELS: dict[str, ModelSpec] = {
         },
     ),
     "mlp": ModelSpec(
-        MLPRegressor, MLPClassifier,
+        "sklearn.neural_network.MLPRegressor", "sklearn.neural_network.MLPClassifier",
         fixed={"early_stopping": True},
         presets={
             "blank": {"hidden_layer_sizes": (8,), "max_iter": 20},
@@ -200,6 +206,8 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _known_params(self) -> "ModelConfig":
+        if not self.params:  # asking the estimator for its parameters imports scikit-learn
+            return self
         valid = MODELS[self.name].param_names() - set(MANAGED_PARAMS)
         for key in self.params:
             if key in MANAGED_PARAMS:
@@ -223,9 +231,9 @@ def check_task(name: str, task: str) -> None:
         raise ConfigError(
             f"model.name: unknown model {name!r}; expected one of {', '.join(MODELS)}"
         )
-    if spec.estimator_class(task) is None:
-        supported = [t for t in TASKS if spec.estimator_class(t) is not None]
-        fits = [m for m, s in MODELS.items() if s.estimator_class(task) is not None]
+    if not spec.supports(task):
+        supported = [t for t in TASKS if spec.supports(t)]
+        fits = [m for m, s in MODELS.items() if s.supports(task)]
         raise ConfigError(
             f"model.name: {name!r} supports {' and '.join(supported)} only, but label.task is "
             f"{task!r}; for {task} use one of {', '.join(fits)}"
@@ -321,6 +329,8 @@ def fit_fold(
             )
         ytr = ytr.astype(np.int64)
 
+    from sklearn.exceptions import ConvergenceWarning
+
     random_state = model_seed(seed, fold_index, symbol)
     scaler = make_scaler(model_cfg.scaler).fit(Xtr)
     estimator = make_estimator(model_cfg, task, random_state)
@@ -353,6 +363,8 @@ def _predict(estimator, X: np.ndarray, task: str) -> np.ndarray:
 
 
 def _permutation(estimator, Ste, rows, test_y, task, random_state) -> np.ndarray:
+    from sklearn.inspection import permutation_importance
+
     n_features = Ste.shape[1]
     if test_y is None:
         return np.full(n_features, np.nan)

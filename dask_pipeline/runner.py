@@ -79,7 +79,9 @@ def check_run_dir(run_dir: Path) -> None:
             if not path.is_dir():
                 raise ConfigError(f"'output.dir': {path} is a file, not a folder; results would go to {run_dir}")
             if not os.access(path, os.W_OK | os.X_OK):
-                raise ConfigError(f"'output.dir': cannot write in {path} (permission denied); results would go to {run_dir}")
+                raise ConfigError(
+                    f"'output.dir': cannot write in {path} (permission denied); results would go to {run_dir}"
+                )
             return
 
 

@@ -78,6 +78,47 @@ class FoldResult:
     metrics: pd.DataFrame
 
 
+def min_history(features, horizon: int) -> int:
+    """The fewest bars a symbol needs to give one row with every feature and a label.
+
+    A lower bound, so it never rejects a usable symbol: the longest integer indicator
+    parameter (window, lag, slow period) is that many bars of warm-up, and the label reads
+    ``horizon`` bars ahead.
+    """
+    windows = [v for spec in features.indicators for v in spec.params.values() if isinstance(v, int)]
+    return max(windows, default=1) + horizon
+
+
+def require_history(lengths: dict[str, int], needed: int, data) -> None:
+    """Raise ``DataError`` naming the first symbol (in ``lengths``' order) with fewer than ``needed`` bars.
+
+    Parameters
+    ----------
+    lengths
+        Bars per symbol in the run's date range.
+    data
+        The ``data`` config section: its root, start and end are named in the message.
+    """
+    short = [s for s, n in lengths.items() if n < needed]
+    if not short:
+        return
+    first = short[0]
+    bounds = [f"from data.start {data.start}" if data.start else "", f"to data.end {data.end}" if data.end else ""]
+    span = " ".join(b for b in bounds if b)
+    more = f" (also short: {', '.join(short[1:6])}{', ...' if len(short) > 6 else ''})" if len(short) > 1 else ""
+    if len(short) < len(lengths):
+        advice = "leave it out with data.symbols"
+    elif span:
+        advice = "every symbol is: widen data.start / data.end"
+    else:
+        advice = "every symbol is: use a longer history or shorter feature windows"
+    where = f" {span}" if span else ""
+    raise DataError(
+        f"{data.root}: symbol {first}: {lengths[first]} bars{where}, too few for the walk-forward, which needs at "
+        f"least {needed} (the longest feature window plus label.horizon){more}; {advice}"
+    )
+
+
 def union_index(indexes: Iterable[pd.Index]) -> pd.DatetimeIndex:
     """The sorted union of several symbols' timestamps (what the folds are generated on)."""
     indexes = list(indexes)

@@ -3,7 +3,8 @@
 from dask_pipeline.data import load_bars
 from dask_pipeline.folds import make_folds
 from dask_pipeline.graph import checkpointed, features_tasks, symbols_of, task
-from dask_pipeline.walkforward import TABLES, aggregate_folds, backtest_fold, table, train_fold, union_index
+from dask_pipeline.walkforward import (TABLES, aggregate_folds, backtest_fold, min_history, require_history, table,
+                                      train_fold, union_index)
 
 
 def build(cfg):
@@ -18,7 +19,9 @@ def build(cfg):
     bars = [per_symbol[s][0] for s in symbols]
     features = [per_symbol[s][1] for s in symbols]
     # Folds are laid out on the client from the union of timestamps: only closes are read.
-    index = union_index(load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"]).index for s in symbols)
+    stamps = {s: load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"]).index for s in symbols}
+    require_history({s: len(i) for s, i in stamps.items()}, min_history(cfg.features, cfg.label.horizon), cfg.data)
+    index = union_index(stamps.values())
     folds = make_folds(index, cfg.folds, cfg.label.horizon)
     width = max(2, len(str(len(folds) - 1)))
     results = []

@@ -53,7 +53,10 @@ def import_csv(path: str | os.PathLike, out_root: str | os.PathLike) -> list[str
     files = csv_files(path)
     symbols = [symbol_of(f) for f in files]
     for symbol, file in zip(symbols, files):
-        check_symbol_name(symbol)
+        try:
+            check_symbol_name(symbol)
+        except DataError as exc:
+            raise DataError(f"{file}: {exc}; the symbol is the file name's stem, rename the file") from None
         twins = [str(f) for f, s in zip(files, symbols) if s == symbol]
         if len(twins) > 1:
             raise DataError(f"{twins[1]}: symbol {symbol} also comes from {twins[0]}")
@@ -112,6 +115,10 @@ def read_csv_bars(path: str | os.PathLike, symbol: str | None = None) -> pd.Data
         by_key.setdefault(key, original)
     have = ", ".join(headers)
     time_key = next((k for k in TIME_COLUMNS if k in by_key), None)
+    other = next((d for d in (";", "\t", "|") if len(headers) == 1 and d in headers[0]), None)
+    if other is not None:
+        raise bars_error(source, symbol, f"the header is one column {headers[0]!r}: fields must be separated "
+                                         f"by commas, this file looks {other!r}-separated")
     if time_key is None:
         raise bars_error(source, symbol, f"missing time column, one of: {', '.join(TIME_COLUMNS)} (have: {have})")
     for name in BAR_COLUMNS:
@@ -119,6 +126,10 @@ def read_csv_bars(path: str | os.PathLike, symbol: str | None = None) -> pd.Data
             raise bars_error(source, symbol, f"missing column '{name}' (have: {have})")
     if raw.empty:
         raise bars_error(source, symbol, "no rows (header only)")
+    fields = _unterminated_last_line_fields(path)
+    if fields is not None and fields < len(raw.columns):
+        raise bars_error(source, symbol, f"the last line has {fields} of {len(raw.columns)} fields and no line end: "
+                                         "the file is cut short (an interrupted download or copy?)", row=str(len(raw)))
 
     index = _timestamps(raw, by_key, time_key, source, symbol)
     text = pd.DataFrame({name: raw[by_key[name]].to_numpy() for name in BAR_COLUMNS}, index=index)
@@ -129,6 +140,22 @@ def read_csv_bars(path: str | os.PathLike, symbol: str | None = None) -> pd.Data
         for name in PRICE_COLUMNS:
             bars[name] = bars[name] * factor
     return bars
+
+
+def _unterminated_last_line_fields(path: str | os.PathLike) -> int | None:
+    """The number of comma-separated fields on the last line if the file does not end with a line end, else None.
+
+    pandas pads a short last row with empty cells, which would read as a missing price;
+    a last line without a line end that is short names the real cause, a truncated file.
+    """
+    with open(path, "rb") as stream:
+        stream.seek(0, os.SEEK_END)
+        size = stream.tell()
+        stream.seek(max(0, size - 64 * 1024))
+        tail = stream.read()
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return None
+    return tail.rsplit(b"\n", 1)[-1].count(b",") + 1
 
 
 def _header_key(header: str) -> str:

@@ -230,8 +230,9 @@ def load_bars(
     Raises
     ------
     DataError
-        Missing root, unknown symbol (with close matches), unknown column, or a part
-        file that cannot be read (named).
+        Missing root, unknown symbol (with close matches), unknown column, a part
+        file that cannot be read (named), or loaded bars that break the data contract
+        (NaN, duplicate timestamps, high < low, a text column...: file and row named).
     """
     wanted = _requested_columns(columns)
     float_type = np.dtype(dtype)

@@ -2,8 +2,9 @@
 
 A valid bars frame has a ``DatetimeIndex`` of unique, strictly increasing timestamps and
 exactly the columns ``open high low close volume``, every cell a finite number, with
-``low <= open, close <= high`` and ``volume >= 0``. Cells may still be text (a CSV read
-as strings): a cell that does not parse as a number is reported as non-numeric.
+``0 < low <= open, close <= high`` and ``volume >= 0``. Prices must be positive because
+labels and returns divide by them. Cells may still be text (a CSV read as strings): a
+cell that does not parse as a number is reported as non-numeric.
 
 Rows are named by their 1-based position in the frame as given (for a CSV, the data
 row: the first line after the header is row 1) followed by the row's timestamp. When a
@@ -74,7 +75,7 @@ def validate_bars(bars: pd.DataFrame, source: str, symbol: str) -> None:
     if not isinstance(bars.index, pd.DatetimeIndex):
         raise bars_error(source, symbol, f"index must be a DatetimeIndex of timestamps, got {type(bars.index).__name__}")
 
-    found = _first_row_problem(bars)
+    found = first_row_problem(bars)
     if found is not None:
         position, problem = found
         raise bars_error(source, symbol, problem, row=row_label(bars.index, position))
@@ -86,8 +87,11 @@ def row_label(index: pd.Index, position: int) -> str:
     return f"{position + 1}" if stamp is None or pd.isna(stamp) else f"{position + 1} ({stamp.isoformat()})"
 
 
-def _first_row_problem(bars: pd.DataFrame) -> tuple[int, str] | None:
-    """The earliest row with a problem and its description (ties: in the order checked here)."""
+def first_row_problem(bars: pd.DataFrame) -> tuple[int, str] | None:
+    """The earliest row with a problem and its description (ties: in the order checked here).
+
+    Checks the bar columns ``bars`` has: the cross-column rules need both of their columns.
+    """
     # Each check yields (first bad position, message maker); the minimum by (position,
     # check order) wins, so the reported row is the first a user meets in the file.
     checks: list[tuple[int, Callable[[], str]]] = []
@@ -97,7 +101,7 @@ def _first_row_problem(bars: pd.DataFrame) -> tuple[int, str] | None:
             pos = int(np.argmax(mask))
             checks.append((pos, lambda: message(pos)))
 
-    raw = {name: bars[name] for name in BAR_COLUMNS}
+    raw = {name: bars[name] for name in BAR_COLUMNS if name in bars.columns}
     values = {}
     for name, column in raw.items():
         numbers = _as_numbers(column)
@@ -107,16 +111,22 @@ def _first_row_problem(bars: pd.DataFrame) -> tuple[int, str] | None:
 
     index = bars.index
     add(np.asarray(index.isna()), lambda p: "timestamp is missing")
-    for name in BAR_COLUMNS:
-        column = values[name]
+    for name, column in values.items():
         add(~np.isfinite(column), lambda p, n=name: f"column '{n}' is {format_value(values[n][p])}")
+    for name in PRICE_COLUMNS:
+        if name in values:
+            x = values[name]
+            add(x <= 0, lambda p, n=name, x=x: f"{n} {format_value(x[p])} is not a positive price")
 
-    o, h, lo, c, v = (values[n] for n in BAR_COLUMNS)
-    add(h < lo, lambda p: f"high {format_value(h[p])} < low {format_value(lo[p])}")
-    for name, column in (("open", o), ("close", c)):
-        add((column < lo) | (column > h),
-            lambda p, n=name, x=column: f"{n} {format_value(x[p])} outside [low {format_value(lo[p])}, high {format_value(h[p])}]")
-    add(v < 0, lambda p: f"volume {format_value(v[p])} < 0")
+    o, h, lo, c, v = (values.get(n) for n in BAR_COLUMNS)
+    if h is not None and lo is not None:
+        add(h < lo, lambda p: f"high {format_value(h[p])} < low {format_value(lo[p])}")
+        for name, column in (("open", o), ("close", c)):
+            if column is not None:
+                add((column < lo) | (column > h), lambda p, n=name, x=column:
+                    f"{n} {format_value(x[p])} outside [low {format_value(lo[p])}, high {format_value(h[p])}]")
+    if v is not None:
+        add(v < 0, lambda p: f"volume {format_value(v[p])} < 0")
 
     valid = ~np.asarray(index.isna())
     add(np.asarray(index.duplicated()) & valid,

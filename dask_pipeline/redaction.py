@@ -1,0 +1,24 @@
+"""Secrets out of everything the package prints or writes.
+
+Kept apart from ``config`` (which imports every section's stage module) so that the
+CLI can redact an error message without paying for those imports.
+"""
+
+import re
+
+#: A URL's password (``scheme://user:PASSWORD@host``) and secret-looking query parameters.
+_SECRETS = re.compile(
+    r"(?P<keep>[a-z][a-z0-9+.-]*://[^:/@\s]*:)\S*(?=@)"  # to the last @: a password may hold one
+    r"|(?P<qkeep>[?&;](?:password|passwd|pwd|secret|token|key|access_key|secret_key|sig|signature)=)[^&;\s'\"]*",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with passwords in URLs and secret query parameters replaced by ``***``.
+
+    Everything the package writes or prints that may hold a user's URL (``config.yaml``,
+    ``run.json``, log lines, error messages) goes through this, so a storage URL such as
+    ``postgresql://user:pass@db/optuna`` never lands in a results folder or a log.
+    """
+    return _SECRETS.sub(lambda m: (m.group("keep") or m.group("qkeep")) + "***", text)
