@@ -162,10 +162,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_features(args: argparse.Namespace) -> int:
-    from dask_pipeline.bench import bench_features, format_table
 
-    print(format_table(bench_features(args.symbols, args.bars, args.repeats)))
+
+
+
+
+
+
+
+
+
+
+
+def _cmd_bench_features(args: argparse.Namespace) -> int:
+    from dask_pipeline.features.benchmark import bench_features, format_features_table
+
+    print(format_features_table(bench_features(args.symbols, args.bars, args.repeats)))
     return 0
 
 
@@ -180,14 +192,14 @@ def _worker_counts(text: str) -> list[int]:
 
 
 def _cmd_bench_walkforward(args: argparse.Namespace) -> int:
-    from dask_pipeline.bench import bench_walkforward, format_walkforward_table
+    from dask_pipeline.walkforward.benchmark import bench_walkforward, format_walkforward_table
 
     print(format_walkforward_table(bench_walkforward(args.workload, _worker_counts(args.workers), args.repeats)))
     return 0
 
 
 def _cmd_bench_scale(args: argparse.Namespace) -> int:
-    from dask_pipeline.bench import bench_scale, format_scale_table
+    from dask_pipeline.walkforward.benchmark import bench_scale, format_scale_table
 
     table = bench_scale(args.workload, tuple(_worker_counts(args.workers)), args.repeats, args.memory_workload,
                         args.memory_limit, args.memory_preset)
@@ -205,7 +217,7 @@ def _cmd_bench_waves(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_tune(args: argparse.Namespace) -> int:
-    from dask_pipeline.bench import bench_tune, format_tune_table
+    from dask_pipeline.tuning.benchmark import bench_tune, format_tune_table
 
     table = bench_tune(args.overhead_trials, args.resume_trials, args.trials, args.workers, args.repeats)
     print(format_tune_table(table))

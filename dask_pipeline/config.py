@@ -13,7 +13,6 @@ last the ``-o key.path=value`` overrides.
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import re
@@ -29,10 +28,11 @@ from dask_pipeline.features.spec import FeaturesConfig
 from dask_pipeline.folds import FoldsConfig
 from dask_pipeline.models import LabelConfig, ModelConfig
 from dask_pipeline.monitor import MonitorConfig
-from dask_pipeline.redaction import redact  # also imported from here by runner, tuning, tests
-from dask_pipeline.schema import DateText, Section
+from dask_pipeline.redaction import redact  # noqa: F401  (imported from here by runner and tests)
+from dask_pipeline.schema import (DateText, Section, describe_error, did_you_mean, dump_config,  # noqa: F401
+                                  set_dotted)
 from dask_pipeline.waves.spec import WavesConfig
-from dask_pipeline.tuning import TuneConfig
+from dask_pipeline.tuning.space import TuneConfig
 
 #: Where presets and profiles are found when the config file's own folder has none:
 #: the repository's ``configs/`` (present for a source checkout / editable install).
@@ -402,7 +402,7 @@ class Config(Section):
         from dask_pipeline.graph import graph_names
 
         if value not in graph_names():
-            raise ValueError(f"unknown graph{_did_you_mean(value, graph_names())}; known: {', '.join(graph_names())}")
+            raise ValueError(f"unknown graph{did_you_mean(value, graph_names())}; known: {', '.join(graph_names())}")
         return value
 
     @model_validator(mode="after")
@@ -439,7 +439,7 @@ class Config(Section):
     @model_validator(mode="after")
     def _tune_space_applies(self) -> Config:
         # Every tune.space path must be a key whose type takes the distribution's values.
-        from dask_pipeline.tuning import check_space
+        from dask_pipeline.tuning.space import check_space
 
         check_space(self)
         return self
@@ -515,7 +515,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(err) for err in exc.errors())) from None
+        raise ConfigError(f"{source}: " + "; ".join(describe_error(err, Config) for err in exc.errors())) from None
     return _resolve_paths(cfg)
 
 
@@ -592,7 +592,7 @@ def _read_layer(key: str, folder: str, name: Any, search: list[Path], source: st
                 raise ConfigError(f"{candidate}: a {key} file cannot name another {key}")
             return layer
     known = sorted({p.stem for d in dirs for p in d.glob("*.yaml")})
-    raise ConfigError(f"{source}: key '{key}': unknown {key} {name!r}{_did_you_mean(name, known)}; known: {', '.join(known) or 'none'}")
+    raise ConfigError(f"{source}: key '{key}': unknown {key} {name!r}{did_you_mean(name, known)}; known: {', '.join(known) or 'none'}")
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -622,70 +622,6 @@ def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, 
     return parsed
 
 
-def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``tree[a][b][c] = value`` for ``dotted = "a.b.c"``, creating sections on the way.
-
-    Raises ``ConfigError`` when a prefix of the path holds a value rather than a section.
-    """
-    parts = dotted.split(".")
-    node = tree
-    for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(parts[: i + 1])} is a value ({child!r}), not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def _describe(err: dict[str, Any]) -> str:
-    loc = [str(p) for p in err["loc"]]
-    # Tagged/union validators add the member type name to the location; keep the config path.
-    message = err["msg"].removeprefix("Value error, ")
-    if not loc:  # a check across sections: its message names the keys itself
-        return message
-    dotted = ".".join(loc)
-    if err["type"] == "extra_forbidden":
-        valid = _valid_names(err["loc"][:-1])
-        hint = _did_you_mean(loc[-1], valid)
-        return f"unknown key '{dotted}'{hint}" if hint else f"unknown key '{dotted}' (valid: {', '.join(valid)})"
-    if err["type"] in ("missing",):
-        return f"'{dotted}': required key is missing"
-    value = err.get("input")
-    # Validators that quote the value themselves need no second copy of it.
-    shown = "" if isinstance(value, dict) or repr(value) in message else f" (got {value!r})"
-    return f"'{dotted}': {message}{shown}"
-
-
-def _valid_names(loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the section at ``loc`` in the Config tree."""
-    model: Any = Config
-    for part in loc:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = _model_of(field.annotation)
-        if model is None:
-            return []
-    return sorted(getattr(model, "model_fields", {}))
-
-
-def _model_of(annotation: Any) -> Any:
-    import typing
-
-    if isinstance(annotation, type) and issubclass(annotation, Section):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _did_you_mean(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _resolve_paths(cfg: Config) -> Config:
     def absolute(p: str) -> str:
         return p if "://" in p else str(Path(p).expanduser().resolve())
@@ -705,8 +641,3 @@ def _absolute_root(root: str) -> str:
     if scheme in ("file", "local") and "::" not in root:
         return f"{scheme}://{Path(rest).expanduser().resolve()}"
     return root
-
-
-def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML text, with any password in a URL masked (``redact``)."""
-    return redact(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

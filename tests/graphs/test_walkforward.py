@@ -90,7 +90,7 @@ def test_graph_names_shares_features_and_embeds_nothing_large(tmp_path, small_st
 
 
 def test_plain_loop_baseline_computes_the_same_tables(tmp_path, small_store, reference):
-    from dask_pipeline.bench import walkforward_loop
+    from dask_pipeline.walkforward.benchmark import walkforward_loop
 
     cfg = load_config(write_config(tmp_path, small_store))
     for name, value in walkforward_loop(cfg).items():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dask_pipeline.bench import bench_features, format_table, pandas_features, synthetic_bars, talib_features
+from dask_pipeline.features.benchmark import (bench_features, format_features_table, pandas_features,
+                                              synthetic_bars, talib_features)
 from dask_pipeline.features import compute
 
 
@@ -15,7 +16,7 @@ def test_bench_features_table():
     assert result.ours_speedup.iloc[0] == 1.0
     exactness = result.attrs["std_exactness"].set_index("implementation").max_rel_error
     assert exactness["dask-pipeline"] < 1e-6
-    text = format_table(result)
+    text = format_features_table(result)
     assert "TA-Lib subset" in text and "drifting" in text
 
 
