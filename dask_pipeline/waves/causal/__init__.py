@@ -1,0 +1,165 @@
+"""Elliott waves as features that never look ahead: the best impulse known at each bar.
+
+The scan (``waves.scan``) looks at a whole history with hindsight: its last pivot is the
+running extreme, which later bars may still move, and an impulse ending at a pivot is
+visible there before price has confirmed that pivot. This module asks, at every bar
+``t``, only what a trader knew at the close of ``t``:
+
+- **Pivots**: the scan's zigzag (``pivots.py``; ATR multiple or percent of price) over
+  bars ``0..t``. A pivot is *confirmed* at the bar where price has reversed from it by
+  the threshold (where the zigzag records it); the running extreme is not a pivot yet.
+  The zigzag never revises a confirmed pivot, so the pivots confirmed by ``t`` are the
+  first ones of every later bar's list and keep their ids.
+- **Candidates**: the scan's impulses (``candidates.py``) over the confirmed pivots whose
+  bars lie in the last ``lookback`` bars (bar ``> t - lookback``): six pivots, start and
+  ends of waves 1-5, each wave ending ``2k + 1`` pivots after the previous one
+  (``k < up_to``); bullish from a low, bearish from a high. Every such pivot may start
+  one (the scan's ``max_start_points``, ``max_combinations`` and window pre-score are
+  scan-time economies; here each new pivot adds only the few candidates ending at it).
+- **Rules and score**: the scan's hard rules (``rules.py``) and Fibonacci score
+  (``score.py``, default weights and tolerances), bit for bit the scan's numbers.
+- **Best**: the highest score, ties to the smaller pivot ids (the scan's candidate order).
+
+So a pattern appears at the bar that confirms its last pivot (wave 5's end), never
+sooner, and stays until its start leaves the lookback or a better one is confirmed. At
+the last bar the best equals the scan's top candidate of one window of ``lookback`` bars
+ending there, planned over the same confirmed pivots with every pivot a start and no
+filter or cap (the tests check this, and that every pattern reported at any bar is a
+candidate the scan scores identically on the same pivots).
+
+Features (float32, one value per bar): ``score`` of the best (0 when there is none),
+``direction`` (+1 bullish, -1 bearish, 0 none) and ``position``: bars since the end of its
+wave 5 (its last pivot), which is at least the bars that pivot took to be confirmed and
+below ``lookback``; ``lookback`` itself when there is none. Bars with a missing (NaN)
+high, low or close are skipped as if absent (the zigzag and the ATR run over the present
+bars, ``position`` counts present bars) and their features are NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dask_pipeline.errors import DataError
+from dask_pipeline.waves.causal.kernels import causal_best_nb
+from dask_pipeline.waves.pivots import PIVOT_MODES, atr_nb, zigzag_confirmed_nb
+from dask_pipeline.waves.score import score_params
+from dask_pipeline.waves.spec import WavesConfig
+
+
+@dataclass(frozen=True)
+class CausalWaves:
+    """The causal wave state of one gap-free series of ``n`` bars.
+
+    ``pos``, ``price``, ``kind``, ``confirm``: the zigzag's pivots of the whole series (bar,
+    price, +1 high / -1 low, confirming bar; ``n`` for the running extreme, never confirmed).
+    ``candidates`` ``(m, 6)`` and ``candidate_score`` ``(m,)``: every valid impulse over the
+    history (pivot ids: start, ends of waves 1-5), each scored once, in order of
+    confirmation. Per bar: ``best`` (its row there, -1 where none), its ``pivots``
+    ``(n, 6)`` (-1 where none), ``score`` (0 where none), ``direction`` (+1, -1, 0) and
+    ``position`` (bars since its wave 5 ended; the lookback where none).
+    """
+
+    pos: np.ndarray
+    price: np.ndarray
+    kind: np.ndarray
+    confirm: np.ndarray
+    candidates: np.ndarray
+    candidate_score: np.ndarray
+    best: np.ndarray
+    pivots: np.ndarray
+    score: np.ndarray
+    direction: np.ndarray
+    position: np.ndarray
+
+
+def causal_waves(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    *,
+    mode: str = "atr",
+    threshold: float = 3.0,
+    atr_period: int = 14,
+    lookback: int = 500,
+    up_to: int = 3,
+) -> CausalWaves:
+    """The best confirmed impulse at every bar of a gap-free series (see the module doc).
+
+    Parameters
+    ----------
+    high, low, close
+        Finite bar prices (any float dtype; computed in float64).
+    mode, threshold, atr_period
+        The zigzag: ``"atr"`` with an ATR multiple, or ``"percent"`` with a fraction of price.
+    lookback
+        Bars in which all six pivots of a counted impulse lie (the scan's ``window_bars``).
+    up_to
+        Each wave ends at one of the next ``up_to`` pivots of its kind (the scan's ``up_to``).
+
+    Returns
+    -------
+    CausalWaves
+
+    Raises
+    ------
+    DataError
+        A non-finite price (the row and column named).
+    """
+    arrays = []
+    for name, values in (("high", high), ("low", low), ("close", close)):
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise DataError(f"row {bad[0]}: {name} is {values[bad[0]]}; the wave features need finite prices")
+        arrays.append(values)
+    high, low, close = arrays
+    params = score_params(WavesConfig())
+    atr = atr_nb(high, low, close, int(atr_period))
+    pos, price, kind, confirm = zigzag_confirmed_nb(high, low, atr, PIVOT_MODES[mode], float(threshold))
+    best, ids, score = causal_best_nb(
+        pos, price, kind, confirm, high.shape[0], int(lookback), int(up_to),
+        params.centers, params.scales, params.counts, params.weights,
+    )  # fmt: skip
+    n = high.shape[0]
+    found = best >= 0
+    pivots = np.full((n, 6), -1, dtype=np.int64)
+    pivots[found] = ids[best[found]]
+    end = pivots[found, 5]
+    best_score = np.zeros(n)
+    best_score[found] = score[best[found]]
+    direction = np.zeros(n, dtype=np.int8)
+    direction[found] = kind[end]
+    position = np.full(n, int(lookback), dtype=np.int64)
+    position[found] = np.flatnonzero(found) - pos[end]
+    return CausalWaves(pos, price, kind, confirm, ids, score, best, pivots, best_score, direction, position)
+
+
+def wave_features(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    mode: str,
+    threshold: float,
+    atr_period: int,
+    lookback: int,
+    up_to: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(score, direction, position)`` as float32 columns, NaN on bars missing a price.
+
+    Rows whose high, low or close is NaN are left out before ``causal_waves`` runs on the
+    others (as if those bars did not exist) and get NaN in every column.
+    """
+    high, low, close = (np.asarray(a, dtype=np.float64) for a in (high, low, close))
+    present = ~(np.isnan(high) | np.isnan(low) | np.isnan(close))
+    state = causal_waves(
+        high[present], low[present], close[present],
+        mode=mode, threshold=threshold, atr_period=atr_period, lookback=lookback, up_to=up_to,
+    )  # fmt: skip
+    out = []
+    for values in (state.score, state.direction, state.position):
+        column = np.full(high.shape[0], np.nan, dtype=np.float32)
+        column[present] = values
+        out.append(column)
+    return out[0], out[1], out[2]
