@@ -42,10 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from dask_pipeline.errors import DataError
+from dask_pipeline.waves.backends import get_backend
 from dask_pipeline.waves.causal.kernels import causal_best_nb
-from dask_pipeline.waves.pivots import PIVOT_MODES, atr_nb, zigzag_confirmed_nb
+from dask_pipeline.waves.pivots import PIVOT_MODES, atr_nb, reversal_amounts, zigzag_confirmed_nb
 from dask_pipeline.waves.score import score_params
 from dask_pipeline.waves.spec import WavesConfig
+from dask_pipeline.waves.windows import plan_windows
 
 
 @dataclass(frozen=True)
@@ -163,3 +165,45 @@ def wave_features(
         column[present] = values
         out.append(column)
     return out[0], out[1], out[2]
+
+
+def scan_best(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    *,
+    mode: str = "atr",
+    threshold: float = 3.0,
+    atr_period: int = 14,
+    lookback: int = 500,
+    up_to: int = 3,
+    backend: str = "numba",
+) -> tuple[float, np.ndarray] | None:
+    """The full scan's best impulse at the last bar, over the pivots confirmed by then.
+
+    What ``causal_waves`` must report at the last bar, computed by the scan's own
+    machinery: its zigzag less the running extreme, one window of ``lookback`` bars
+    ending at the last bar (``window_bars=lookback``, ``max_windows=1``), every pivot a
+    start (``max_start_points`` = all), no pre-score or flatness filter, no
+    ``max_combinations`` cap, top 1 by the backend (ties to the lower candidate index).
+
+    Returns
+    -------
+    (score, pivot ids) or None
+        Pivot ids index the zigzag of the whole series (as ``CausalWaves.pos``).
+    """
+    high, low, close = (np.ascontiguousarray(a, dtype=np.float64) for a in (high, low, close))
+    atr = atr_nb(high, low, close, int(atr_period))
+    pos, price, kind, confirm = zigzag_confirmed_nb(high, low, atr, PIVOT_MODES[mode], float(threshold))
+    known = confirm < high.shape[0]
+    spec = WavesConfig(
+        window_bars=lookback, max_windows=1, pivot_mode=mode, pivot_threshold=threshold, atr_period=atr_period,
+        skip_flat_windows=False, pre_score_threshold=0.0, up_to=up_to, max_start_points=max(1, int(known.sum())),
+        max_combinations=2**62, top_k_per_window=1,
+    )  # fmt: skip
+    amount = reversal_amounts(close, atr, mode, threshold)
+    plan = plan_windows(high, low, close, amount, (pos[known], price[known], kind[known]), spec)
+    top = get_backend(backend).top_candidates(plan, spec, score_params(spec))
+    if not top.score.shape[0]:
+        return None
+    return float(top.score[0]), top.pivots[0]

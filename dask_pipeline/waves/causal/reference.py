@@ -52,13 +52,13 @@ def causal_best_py(
     lookback: int,
     up_to: int,
     params: ScoreParams,
-) -> list[tuple[float, list[int], list[Pivot]] | None]:
-    """At every bar, the best impulse known then: ``(score, pivot ids, pivots)`` or None.
+) -> list[tuple[list[Pivot], tuple[float, list[int]] | None]]:
+    """At every bar: the pivots confirmed by then, and the best impulse known then.
 
-    ``pivots`` are the pivots confirmed by that bar (ids index them); a candidate counts
-    when all six of its pivots lie in the last ``lookback`` bars (bar > t - lookback).
+    The best is ``(score, pivot ids)`` (ids index those pivots) or None; a candidate
+    counts when all six of its pivots lie in the last ``lookback`` bars (bar > t - lookback).
     """
-    out: list[tuple[float, list[int], list[Pivot]] | None] = []
+    out: list[tuple[list[Pivot], tuple[float, list[int]] | None]] = []
     seen: dict[tuple, tuple[float, list[int]] | None] = {}  # same pivots considered, same answer
     for t in range(len(high)):
         pivots = confirmed_pivots_py(high[: t + 1], low[: t + 1], close[: t + 1], mode, threshold, atr_period)
@@ -66,6 +66,5 @@ def causal_best_py(
         key = (first, tuple(pivots[first:]))
         if key not in seen:
             seen[key] = best_impulse_py(pivots, first, up_to, params)
-        found = seen[key]
-        out.append(None if found is None else (found[0], found[1], pivots))
+        out.append((pivots, seen[key]))
     return out
