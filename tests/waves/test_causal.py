@@ -18,7 +18,7 @@ from dask_pipeline.waves.rules import impulse_valid
 from dask_pipeline.waves.score import combine, impulse_subscores, score_params
 from dask_pipeline.waves.windows import Plan
 
-from .samples import random_walk, textbook_story
+from .samples import leg_bars, random_walk, textbook_story
 
 PARAMS = score_params(WavesConfig())
 #: Pivot settings: (mode, threshold, atr_period), from many pivots per lookback to few.
@@ -27,6 +27,13 @@ PIVOTS = [("atr", 1.5, 14), ("atr", 3.0, 5), ("percent", 0.02, 14), ("percent", 
 
 def _prices(bars) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(bars[c].to_numpy(np.float64, copy=True) for c in ("high", "low", "close"))
+
+
+def stepped(seed: int, n: int):
+    """About ``n`` bars of 5-bar straight legs moving 1-4 points: many impulses tie in score."""
+    rng = np.random.default_rng(seed)
+    moves = rng.integers(1, 5, max(1, n // 5)) * np.resize([1.0, -1.0], max(1, n // 5))
+    return leg_bars([100.0, *(100.0 + np.cumsum(moves))], 5)
 
 
 def _state(prices, pivots, lookback, up_to):
@@ -38,12 +45,13 @@ def _state(prices, pivots, lookback, up_to):
 @given(
     seed=st.integers(0, 10_000),
     n=st.integers(0, 250),
+    ties=st.booleans(),
     pivots=st.sampled_from(PIVOTS),
     lookback=st.integers(6, 250),
     up_to=st.integers(1, 3),
 )
-def test_kernel_equals_its_definition_at_every_bar(seed, n, pivots, lookback, up_to):
-    prices = _prices(random_walk(n, seed))
+def test_kernel_equals_its_definition_at_every_bar(seed, n, ties, pivots, lookback, up_to):
+    prices = _prices(stepped(seed, n) if ties else random_walk(n, seed))
     state = _state(prices, pivots, lookback, up_to)
     expected = causal_best_py(*(list(p) for p in prices), *pivots, lookback, up_to, PARAMS)
     for t, (known, best) in enumerate(expected):
@@ -136,6 +144,21 @@ def test_the_textbook_impulse_appears_when_its_top_is_confirmed(direction, sign)
     assert state.score[confirmed] == pytest.approx(1.0, abs=1e-9)
     assert (state.direction[shown] == sign).all()
     assert state.position[shown].tolist() == (shown - where[5]).tolist()
+
+
+def test_ties_go_to_the_earlier_impulse_as_in_the_scan():
+    # Two impulses with the same integer moves and durations: bit-identical scores.
+    bars = leg_bars([100.0, 120, 110, 140, 130, 150, 140, 210, 200, 220, 210, 240, 230, 250, 240], 10)
+    prices = _prices(bars)
+    first, second = list(range(6)), list(range(8, 14))
+    for lookback, expected in ((1000, first), (141 - 10, second)):  # at the last bar the first starts 141 bars back
+        state = causal_waves(*prices, lookback=lookback)
+        alive = state.pos[state.candidates[:, 0]] > len(bars) - 1 - lookback
+        tied = alive & (state.candidate_score == state.score[-1])
+        assert state.candidates[tied].tolist() == ([first, second] if expected == first else [second])
+        assert state.pivots[-1].tolist() == expected
+        score, ids = scan_best(*prices, lookback=lookback)
+        assert (score, ids.tolist()) == (state.score[-1], expected)
 
 
 def test_short_series_and_bad_prices():
