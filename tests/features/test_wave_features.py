@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,8 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import dask_pipeline.graphs.walkforward as walkforward_graph
+from dask_pipeline.config import load_config
 from dask_pipeline.features import DEFAULT_INDICATORS, IndicatorSpec, compute
 from dask_pipeline.waves.causal import causal_waves
+from tests.conftest import REPO
 from tests.features.samples import make_bars
 
 NAMES = ("wave_score", "wave_direction", "wave_position")
@@ -79,3 +83,16 @@ def test_missing_bars_are_skipped_and_their_rows_are_nan():
     only_high = bars.copy()
     only_high.iloc[100, only_high.columns.get_loc("high")] = np.nan  # one price missing is a missing bar
     assert compute(only_high, SETS[0]).iloc[100].isna().all()
+
+
+def test_the_shipped_config_runs_a_walk_forward_on_them(tmp_path, small_store):
+    cfg = load_config(REPO / "configs" / "wave-features.yaml", [
+        f"data.root={small_store}", "data.synthetic=null", "preset=blank", "features.cache=false",
+        "folds.train=252", "folds.test=250", f"output.dir={tmp_path}",
+    ])  # fmt: skip
+    waves = [c for spec in cfg.features.indicators if spec.name.startswith("wave_") for c in spec.columns]
+    assert waves == ["wave_score_500_3_14_3", "wave_direction_500_3_14_3", "wave_position_500_3_14_3",
+                     "wave_score_pct_250_0p05_3", "wave_direction_pct_250_0p05_3"]  # fmt: skip
+    (tables,) = dask.compute(walkforward_graph.build(cfg), scheduler="sync")
+    assert set(waves) <= set(tables["importances"]["feature"])
+    assert tables["predictions"]["prediction"].notna().mean() > 0.9
