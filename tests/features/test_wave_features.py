@@ -22,7 +22,9 @@ NAMES = ("wave_score", "wave_direction", "wave_position")
 
 def _waves(atr: dict, pct: dict) -> list[IndicatorSpec]:
     """All six wave indicators: ATR pivots with ``atr``, percent pivots with ``pct``."""
-    return [IndicatorSpec(name=n, params=atr) for n in NAMES] + [IndicatorSpec(name=f"{n}_pct", params=pct) for n in NAMES]
+    return [IndicatorSpec(name=n, params=atr) for n in NAMES] + [
+        IndicatorSpec(name=f"{n}_pct", params=pct) for n in NAMES
+    ]
 
 
 #: Pivot settings from many pivots per lookback to few (minute bars moving ~1% a bar).
@@ -57,7 +59,7 @@ def test_columns_are_the_causal_state_as_float32():
     np.testing.assert_array_equal(out["wave_score_120_1p5_14_3"], state.score.astype(np.float32))
     np.testing.assert_array_equal(out["wave_direction_120_1p5_14_3"], state.direction)
     np.testing.assert_array_equal(out["wave_position_120_1p5_14_3"], state.position)
-    assert (state.best >= 0).mean() > 0.5 and set(state.direction) == {-1, 0, 1}
+    assert state.found.mean() > 0.5 and set(state.direction) == {-1, 0, 1}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -36,9 +36,10 @@ def stepped(seed: int, n: int):
     return leg_bars([100.0, *(100.0 + np.cumsum(moves))], 5)
 
 
-def _state(prices, pivots, lookback, up_to):
+def _state(prices, pivots, lookback, up_to, **options):
     mode, threshold, atr_period = pivots
-    return causal_waves(*prices, mode=mode, threshold=threshold, atr_period=atr_period, lookback=lookback, up_to=up_to)
+    return causal_waves(*prices, mode=mode, threshold=threshold, atr_period=atr_period, lookback=lookback,
+                        up_to=up_to, **options)  # fmt: skip
 
 
 @settings(max_examples=30, deadline=None)
@@ -52,7 +53,11 @@ def _state(prices, pivots, lookback, up_to):
 )
 def test_kernel_equals_its_definition_at_every_bar(seed, n, ties, pivots, lookback, up_to):
     prices = _prices(stepped(seed, n) if ties else random_walk(n, seed))
-    state = _state(prices, pivots, lookback, up_to)
+    state = _state(prices, pivots, lookback, up_to)  # drops candidates that left the lookback
+    everything = _state(prices, pivots, lookback, up_to, keep_candidates=True)
+    assert everything.candidates.shape[0] == everything.n_scored == state.n_scored
+    np.testing.assert_array_equal(everything.pivots, state.pivots)
+    np.testing.assert_array_equal(everything.score, state.score)
     expected = causal_best_py(*(list(p) for p in prices), *pivots, lookback, up_to, PARAMS)
     for t, (known, best) in enumerate(expected):
         # What bar t knows is the start of the whole series' zigzag, confirmed by t, same ids.
@@ -60,7 +65,7 @@ def test_kernel_equals_its_definition_at_every_bar(seed, n, ties, pivots, lookba
         assert list(zip(state.pos[:k].tolist(), state.price[:k].tolist(), state.kind[:k].tolist())) == known
         assert (state.confirm[:k] <= t).all() and (k == state.pos.size or state.confirm[k] > t)
         if best is None:
-            assert state.best[t] == -1 and state.pivots[t].tolist() == [-1] * 6
+            assert not state.found[t] and state.pivots[t].tolist() == [-1] * 6
             assert state.score[t] == 0.0 and state.direction[t] == 0 and state.position[t] == lookback
         else:
             score, ids = best
@@ -85,15 +90,15 @@ def test_every_reported_pattern_is_a_scan_candidate_scored_identically(pivots):
     for name in ("pos", "price", "kind"):
         np.testing.assert_array_equal(getattr(state, name), getattr(plan, name))
 
-    bars = np.flatnonzero(state.best >= 0)
+    bars = np.flatnonzero(state.found)
     assert bars.size > 1000, "the series should hold patterns for most bars"
     ids = state.pivots[bars]
     assert (state.confirm[ids[:, 5]] <= bars).all() and (state.pos[ids[:, 0]] > bars - lookback).all()
     steps = np.diff(ids, axis=1)
     assert (steps % 2 == 1).all() and (steps <= 2 * up_to - 1).all()
 
-    rows = np.unique(state.best[bars])
-    ids, score = state.candidates[rows], state.candidate_score[rows]
+    ids, first = np.unique(state.pivots[bars], axis=0, return_index=True)
+    score = state.score[bars[first]]
     q = -plan.kind[ids[:, :1]] * plan.price[ids]
     assert impulse_valid(np, q).all()
     expected = combine(np, impulse_subscores(np, q, plan.pos[ids].astype(np.float64), PARAMS), PARAMS.weights)
@@ -126,7 +131,7 @@ def test_at_each_bar_the_best_is_the_scans_best_over_the_confirmed_pivots(seed, 
             found = scan_best(*(p[:cut] for p in prices), mode=mode, threshold=threshold, atr_period=atr_period,
                               lookback=lookback, up_to=up_to, backend=backend)  # fmt: skip
             if found is None:
-                assert state.best[cut - 1] == -1
+                assert not state.found[cut - 1]
             else:
                 assert (state.score[cut - 1], state.pivots[cut - 1].tolist()) == (found[0], found[1].tolist())
 
@@ -152,7 +157,7 @@ def test_ties_go_to_the_earlier_impulse_as_in_the_scan():
     prices = _prices(bars)
     first, second = list(range(6)), list(range(8, 14))
     for lookback, expected in ((1000, first), (141 - 10, second)):  # at the last bar the first starts 141 bars back
-        state = causal_waves(*prices, lookback=lookback)
+        state = causal_waves(*prices, lookback=lookback, keep_candidates=True)
         alive = state.pos[state.candidates[:, 0]] > len(bars) - 1 - lookback
         tied = alive & (state.candidate_score == state.score[-1])
         assert state.candidates[tied].tolist() == ([first, second] if expected == first else [second])

@@ -56,24 +56,29 @@ class CausalWaves:
 
     ``pos``, ``price``, ``kind``, ``confirm``: the zigzag's pivots of the whole series (bar,
     price, +1 high / -1 low, confirming bar; ``n`` for the running extreme, never confirmed).
-    ``candidates`` ``(m, 6)`` and ``candidate_score`` ``(m,)``: every valid impulse over the
-    history (pivot ids: start, ends of waves 1-5), each scored once, in order of
-    confirmation. Per bar: ``best`` (its row there, -1 where none), its ``pivots``
-    ``(n, 6)`` (-1 where none), ``score`` (0 where none), ``direction`` (+1, -1, 0) and
-    ``position`` (bars since its wave 5 ended; the lookback where none).
+    Per bar, the best impulse's ``pivots`` ``(n, 6)`` (ids: start, ends of waves 1-5; -1
+    where none), ``score`` (0 where none), ``direction`` (+1, -1, 0) and ``position`` (bars
+    since its wave 5 ended; the lookback where none). ``n_scored``: valid impulses scored
+    over the history; with ``keep_candidates``, all of them in ``candidates`` ``(m, 6)`` and
+    ``candidate_score`` in order of confirmation (else None).
     """
 
     pos: np.ndarray
     price: np.ndarray
     kind: np.ndarray
     confirm: np.ndarray
-    candidates: np.ndarray
-    candidate_score: np.ndarray
-    best: np.ndarray
     pivots: np.ndarray
     score: np.ndarray
     direction: np.ndarray
     position: np.ndarray
+    n_scored: int
+    candidates: np.ndarray | None = None
+    candidate_score: np.ndarray | None = None
+
+    @property
+    def found(self) -> np.ndarray:
+        """Per bar, whether there is a best impulse."""
+        return self.pivots[:, 0] >= 0
 
 
 def causal_waves(
@@ -86,6 +91,7 @@ def causal_waves(
     atr_period: int = 14,
     lookback: int = 500,
     up_to: int = 3,
+    keep_candidates: bool = False,
 ) -> CausalWaves:
     """The best confirmed impulse at every bar of a gap-free series (see the module doc).
 
@@ -99,6 +105,9 @@ def causal_waves(
         Bars in which all six pivots of a counted impulse lie (the scan's ``window_bars``).
     up_to
         Each wave ends at one of the next ``up_to`` pivots of its kind (the scan's ``up_to``).
+    keep_candidates
+        Return every valid impulse of the history too (memory grows with the history;
+        without, it follows the impulses inside the lookback).
 
     Returns
     -------
@@ -109,6 +118,8 @@ def causal_waves(
     DataError
         A non-finite price (the row and column named).
     """
+    if mode not in PIVOT_MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {', '.join(PIVOT_MODES)}")
     arrays = []
     for name, values in (("high", high), ("low", low), ("close", close)):
         values = np.ascontiguousarray(values, dtype=np.float64)
@@ -117,25 +128,22 @@ def causal_waves(
             raise DataError(f"row {bad[0]}: {name} is {values[bad[0]]}; the wave features need finite prices")
         arrays.append(values)
     high, low, close = arrays
+    n = high.shape[0]
     params = score_params(WavesConfig())
     atr = atr_nb(high, low, close, int(atr_period))
     pos, price, kind, confirm = zigzag_confirmed_nb(high, low, atr, PIVOT_MODES[mode], float(threshold))
-    best, ids, score = causal_best_nb(
-        pos, price, kind, confirm, high.shape[0], int(lookback), int(up_to),
-        params.centers, params.scales, params.counts, params.weights,
+    pivots, score, ids, candidate_score, n_scored = causal_best_nb(
+        pos, price, kind, confirm, n, int(lookback), int(up_to),
+        params.centers, params.scales, params.counts, params.weights, bool(keep_candidates),
     )  # fmt: skip
-    n = high.shape[0]
-    found = best >= 0
-    pivots = np.full((n, 6), -1, dtype=np.int64)
-    pivots[found] = ids[best[found]]
+    found = pivots[:, 0] >= 0
     end = pivots[found, 5]
-    best_score = np.zeros(n)
-    best_score[found] = score[best[found]]
     direction = np.zeros(n, dtype=np.int8)
     direction[found] = kind[end]
     position = np.full(n, int(lookback), dtype=np.int64)
     position[found] = np.flatnonzero(found) - pos[end]
-    return CausalWaves(pos, price, kind, confirm, ids, score, best, pivots, best_score, direction, position)
+    kept = (ids, candidate_score) if keep_candidates else (None, None)
+    return CausalWaves(pos, price, kind, confirm, pivots, score, direction, position, int(n_scored), *kept)
 
 
 def wave_features(

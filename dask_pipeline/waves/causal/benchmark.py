@@ -50,7 +50,7 @@ def compare_symbol(bars: pd.DataFrame, spec: WavesConfig, repeats: int = 3) -> d
     """One symbol's row of the table (``COLUMNS`` but ``symbol``); see the module doc."""
     prices = [bars[c].to_numpy(np.float64) for c in ("high", "low", "close")]
     settings = _settings(spec)
-    state = causal_waves(*prices, **settings)
+    state = causal_waves(*prices, **settings, keep_candidates=True)
     seconds = min(_timed(lambda: causal_waves(*prices, **settings)) for _ in range(max(1, repeats)))
     n = len(bars)
     pivot_of = {int(p): i for i, p in enumerate(state.pos)}
@@ -62,17 +62,16 @@ def compare_symbol(bars: pd.DataFrame, spec: WavesConfig, repeats: int = 3) -> d
     for ids, score, hit in zip(scan_ids.tolist(), found["score"], seen):
         if hit and causal_score[tuple(ids)] != score:
             raise AssertionError(f"pattern {ids}: causal score {causal_score[tuple(ids)]} != scan score {score}")
-    bests = np.unique(state.best[state.best >= 0])
-    best_ids = state.candidates[bests]
+    best_ids = np.unique(state.pivots[state.found], axis=0)
     scan_set = {tuple(ids) for ids in scan_ids.tolist()}
     params = score_params(WavesConfig())
-    _, hindsight, _ = causal_best_nb(  # every pivot known at its own bar: the scan's view
+    *_, hindsight = causal_best_nb(  # every pivot known at its own bar: the scan's view
         state.pos, state.price, state.kind, state.pos, n, spec.window_bars, spec.up_to,
-        params.centers, params.scales, params.counts, params.weights,
+        params.centers, params.scales, params.counts, params.weights, False,
     )  # fmt: skip
     lags = state.confirm[best_ids[:, 5]] - state.pos[best_ids[:, 5]]
     last = scan_best(*prices, **settings)
-    agrees = (last is None and state.best[-1] < 0) or (
+    agrees = (last is None and not state.found[-1]) or (
         last is not None and (last[0], last[1].tolist()) == (state.score[-1], state.pivots[-1].tolist())
     )
     return {
@@ -81,9 +80,9 @@ def compare_symbol(bars: pd.DataFrame, spec: WavesConfig, repeats: int = 3) -> d
         "scan": len(found),
         "confirmed": int((state.confirm[scan_ids[:, 5]] < n).sum()),
         "seen": int(sum(seen)),
-        "hindsight": int(hindsight.shape[0]),
+        "hindsight": int(hindsight),
         "causal": int(state.candidates.shape[0]),
-        "bests": int(bests.size),
+        "bests": int(best_ids.shape[0]),
         "scan_bests": int(sum(tuple(ids) in scan_set for ids in best_ids.tolist())),
         "lag": float(np.median(lags)) if lags.size else np.nan,
         "lags": lags,

@@ -8,8 +8,11 @@ prefix drops its whole subtree; the valid ones are scored once with the scan's o
 arithmetic (``waves.kernels.impulse_subscores_nb`` and ``score.combine``'s order: bit
 for bit the scan's scores) and stored. The best stays the best until its start leaves
 the lookback, new candidates being compared with it as they arrive; only then are the
-stored candidates still inside the lookback searched again. ``reference.causal_best_py``
-defines the result; the tests hold this kernel to it at every bar.
+stored candidates still inside the lookback searched again. When the store fills up,
+candidates whose start has left the lookback (they never count again) are dropped
+before it grows, so memory follows the candidates inside the lookback, not the history.
+``reference.causal_best_py`` defines the result; the tests hold this kernel to it at
+every bar.
 """
 
 from __future__ import annotations
@@ -34,13 +37,7 @@ def _better(score, ids, i, j):
 
 @njit(cache=True)
 def _store(ids, score, m, a0, a1, a2, a3, a4, a5, value):
-    """Append one candidate, doubling the arrays when full; returns them and the new count."""
-    if m == score.shape[0]:
-        grown_ids = np.empty((2 * m, 6), dtype=np.int64)
-        grown_ids[:m] = ids
-        grown_score = np.empty(2 * m, dtype=np.float64)
-        grown_score[:m] = score
-        ids, score = grown_ids, grown_score
+    """Append one candidate (the caller made room); returns the new count."""
     ids[m, 0] = a0
     ids[m, 1] = a1
     ids[m, 2] = a2
@@ -48,13 +45,46 @@ def _store(ids, score, m, a0, a1, a2, a3, a4, a5, value):
     ids[m, 4] = a4
     ids[m, 5] = a5
     score[m] = value
-    return ids, score, m + 1
+    return m + 1
 
 
 @njit(cache=True)
-def _add_ending_at(a5, cut, pos, price, kind, up_to, centers, scales, counts, weights, ids, score, m, sub):
+def _room(ids, score, m, cur, lo, cut, pos, keep_all):
+    """Make room for one more candidate: drop those whose start is at or before bar ``cut``
+    (unless ``keep_all``), and double the arrays if still more than half full.
+
+    Returns ``(ids, score, m, cur, lo)``: ``cur`` (the current best's row) renumbered, and
+    ``lo`` 0 after a drop (the rows before it ended before an earlier cut: all dropped).
+    """
+    if m < score.shape[0]:
+        return ids, score, m, cur, lo
+    if not keep_all:
+        lo = 0
+        kept = 0
+        for i in range(m):
+            if pos[ids[i, 0]] > cut:
+                if i == cur:
+                    cur = kept
+                ids[kept] = ids[i]
+                score[kept] = score[i]
+                kept += 1
+        m = kept
+    if 2 * m > score.shape[0]:
+        grown_ids = np.empty((2 * score.shape[0], 6), dtype=np.int64)
+        grown_ids[:m] = ids[:m]
+        grown_score = np.empty(2 * score.shape[0], dtype=np.float64)
+        grown_score[:m] = score[:m]
+        ids, score = grown_ids, grown_score
+    return ids, score, m, cur, lo
+
+
+@njit(cache=True)
+def _add_ending_at(a5, cut, pos, price, kind, up_to, centers, scales, counts, weights, ids, score, m, cur, lo, sub,
+                   keep_all):  # fmt: skip
     """Score and store every valid impulse whose wave 5 ends at pivot ``a5`` and whose
-    pivots all lie after bar ``cut``; returns the store and its new count."""
+    pivots all lie after bar ``cut``; returns the store, its new count, how many were
+    added, and ``cur``/``lo`` as ``_room`` left them."""
+    added = 0
     sign = 1.0 * kind[a5]  # wave 5 ends at a high in a bullish impulse (+1), at a low in a bearish one
     q5 = sign * price[a5]
     t5 = float(pos[a5])
@@ -103,12 +133,14 @@ def _add_ending_at(a5, cut, pos, price, kind, up_to, centers, scales, counts, we
                         total = weights[0] * sub[0]
                         for i in range(1, 5):
                             total = total + weights[i] * sub[i]
-                        ids, score, m = _store(ids, score, m, a0, a1, a2, a3, a4, a5, min(total, 1.0))
-    return ids, score, m
+                        ids, score, m, cur, lo = _room(ids, score, m, cur, lo, cut, pos, keep_all)
+                        m = _store(ids, score, m, a0, a1, a2, a3, a4, a5, min(total, 1.0))
+                        added += 1
+    return ids, score, m, added, cur, lo
 
 
 @njit(cache=True)
-def causal_best_nb(pos, price, kind, confirm, n_bars, lookback, up_to, centers, scales, counts, weights):
+def causal_best_nb(pos, price, kind, confirm, n_bars, lookback, up_to, centers, scales, counts, weights, keep_all):
     """The best confirmed impulse at every bar.
 
     Parameters
@@ -124,20 +156,24 @@ def causal_best_nb(pos, price, kind, confirm, n_bars, lookback, up_to, centers, 
         Each wave ends at one of the next ``up_to`` pivots of its kind.
     centers, scales, counts, weights
         ``score.ScoreParams``.
+    keep_all
+        Keep every valid candidate of the history (else only those still inside the lookback).
 
     Returns
     -------
-    (best, ids, score)
-        ``best[t]``: the row of ``ids``/``score`` best at bar ``t``, -1 where none; ``ids``
-        ``(m, 6)``: pivot ids (start, ends of waves 1-5) of every valid candidate, in order
-        of confirmation; ``score`` ``(m,)``.
+    (best_ids, best_score, ids, score, n_scored)
+        Per bar, the best impulse's 6 pivot ids (start, ends of waves 1-5; -1 where none)
+        and score (0 where none); the stored candidates ``ids`` ``(m, 6)`` and ``score``
+        in order of confirmation (all of them with ``keep_all``); how many were scored.
     """
     n_piv = pos.shape[0]
     ids = np.empty((64, 6), dtype=np.int64)
     score = np.empty(64, dtype=np.float64)
     sub = np.empty(5, dtype=np.float64)
-    best = np.full(n_bars, -1, dtype=np.int64)
+    best_ids = np.full((n_bars, 6), -1, dtype=np.int64)
+    best_score = np.zeros(n_bars, dtype=np.float64)
     m = 0
+    n_scored = 0
     cur = -1  # the best candidate inside the lookback
     lo = 0  # candidates before ``lo`` end before the lookback: never needed again
     nxt = 0  # the next pivot to be confirmed
@@ -151,12 +187,15 @@ def causal_best_nb(pos, price, kind, confirm, n_bars, lookback, up_to, centers, 
                 if pos[ids[i, 0]] > cut and (cur < 0 or _better(score, ids, i, cur)):
                     cur = i
         while nxt < n_piv and confirm[nxt] <= t:
-            first = m
-            ids, score, m = _add_ending_at(nxt, cut, pos, price, kind, up_to, centers, scales, counts, weights,
-                                           ids, score, m, sub)  # fmt: skip
-            for i in range(first, m):
+            ids, score, m, added, cur, lo = _add_ending_at(nxt, cut, pos, price, kind, up_to, centers, scales,
+                                                           counts, weights, ids, score, m, cur, lo, sub,
+                                                           keep_all)  # fmt: skip
+            n_scored += added
+            for i in range(m - added, m):
                 if cur < 0 or _better(score, ids, i, cur):
                     cur = i
             nxt += 1
-        best[t] = cur
-    return best, ids[:m].copy(), score[:m].copy()
+        if cur >= 0:
+            best_ids[t] = ids[cur]
+            best_score[t] = score[cur]
+    return best_ids, best_score, ids[:m].copy(), score[:m].copy(), n_scored
