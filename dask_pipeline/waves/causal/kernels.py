@@ -6,11 +6,16 @@ backwards from it (the end of wave 4, then of wave 3, ... the start of wave 1), 
 inequality of the hard rules checked as soon as its pivots are chosen, so a broken
 prefix drops its whole subtree; the valid ones are scored once with the scan's own
 arithmetic (``waves.kernels.impulse_subscores_nb`` and ``score.combine``'s order: bit
-for bit the scan's scores) and stored. The best stays the best until its start leaves
-the lookback, new candidates being compared with it as they arrive; only then are the
-stored candidates still inside the lookback searched again. When the store fills up,
-candidates whose start has left the lookback (they never count again) are dropped
-before it grows, so memory follows the candidates inside the lookback, not the history.
+for bit the scan's scores).
+
+Which of them can still be the best later? A candidate leaves the lookback when its start
+does. So one that ranks below another already known whose start is no earlier can never
+be the best again: whenever it counts, the other counts too. The kernel keeps only the
+candidates no other dominates that way -- the *front*: ordered by start, each ranking
+below every one before it (a sliding-window maximum whose entries arrive out of order).
+The best at a bar is the front's first entry once those whose start has left the
+lookback are dropped. The front holds at most one candidate per start pivot, so memory
+and the work per candidate follow the pivots inside the lookback, not the history.
 ``reference.causal_best_py`` defines the result; the tests hold this kernel to it at
 every bar.
 """
@@ -24,67 +29,83 @@ from dask_pipeline.waves.kernels import impulse_subscores_nb
 
 
 @njit(cache=True)
-def _better(score, ids, i, j):
-    """Candidate ``i`` ranks before ``j``: a higher score, ties to the smaller pivot ids
+def _ranks_before(score_a, ids_a, score_b, ids_b):
+    """Candidate ``a`` ranks before ``b``: a higher score, ties to the smaller pivot ids
     (lexicographic: the scan's candidate order inside a window)."""
-    if score[i] != score[j]:
-        return score[i] > score[j]
+    if score_a != score_b:
+        return score_a > score_b
     for c in range(6):
-        if ids[i, c] != ids[j, c]:
-            return ids[i, c] < ids[j, c]
+        if ids_a[c] != ids_b[c]:
+            return ids_a[c] < ids_b[c]
     return False
 
 
 @njit(cache=True)
-def _store(ids, score, m, a0, a1, a2, a3, a4, a5, value):
-    """Append one candidate (the caller made room); returns the new count."""
-    ids[m, 0] = a0
-    ids[m, 1] = a1
-    ids[m, 2] = a2
-    ids[m, 3] = a3
-    ids[m, 4] = a4
-    ids[m, 5] = a5
-    score[m] = value
-    return m + 1
+def _admit(front_ids, front_score, k, cand, value, pos):
+    """Put a new candidate into the front of ``k`` entries (see the module doc); returns the new size.
 
-
-@njit(cache=True)
-def _room(ids, score, m, cur, lo, cut, pos, keep_all):
-    """Make room for one more candidate: drop those whose start is at or before bar ``cut``
-    (unless ``keep_all``), and double the arrays if still more than half full.
-
-    Returns ``(ids, score, m, cur, lo)``: ``cur`` (the current best's row) renumbered, and
-    ``lo`` 0 after a drop (the rows before it ended before an earlier cut: all dropped).
+    Entries are ordered by start bar, strictly increasing, each ranking below the ones
+    before it. The new one is dropped if the first entry starting no earlier ranks before
+    it; otherwise it goes in at its start, and the entries before it that rank below it,
+    and one with the same start, are dropped (it dominates them).
     """
-    if m < score.shape[0]:
-        return ids, score, m, cur, lo
-    if not keep_all:
-        lo = 0
-        kept = 0
-        for i in range(m):
-            if pos[ids[i, 0]] > cut:
-                if i == cur:
-                    cur = kept
-                ids[kept] = ids[i]
-                score[kept] = score[i]
-                kept += 1
-        m = kept
-    if 2 * m > score.shape[0]:
-        grown_ids = np.empty((2 * score.shape[0], 6), dtype=np.int64)
-        grown_ids[:m] = ids[:m]
-        grown_score = np.empty(2 * score.shape[0], dtype=np.float64)
-        grown_score[:m] = score[:m]
-        ids, score = grown_ids, grown_score
-    return ids, score, m, cur, lo
+    p = pos[cand[0]]
+    lo, j = 0, k  # binary search: j is the first entry starting at or after p
+    while lo < j:
+        mid = (lo + j) // 2
+        if pos[front_ids[mid, 0]] < p:
+            lo = mid + 1
+        else:
+            j = mid
+    if j < k and _ranks_before(front_score[j], front_ids[j], value, cand):
+        return k
+    r = j  # the first entry kept after the new one
+    if r < k and pos[front_ids[r, 0]] == p:
+        r += 1
+    i = j  # the new one's place: after the entries that rank before it
+    while i > 0 and _ranks_before(value, cand, front_score[i - 1], front_ids[i - 1]):
+        i -= 1
+    tail = k - r
+    if i + 1 < r:
+        for s in range(tail):  # shift left, front to back
+            front_ids[i + 1 + s] = front_ids[r + s]
+            front_score[i + 1 + s] = front_score[r + s]
+    elif i + 1 > r:
+        for s in range(tail - 1, -1, -1):  # shift right, back to front
+            front_ids[i + 1 + s] = front_ids[r + s]
+            front_score[i + 1 + s] = front_score[r + s]
+    front_ids[i] = cand
+    front_score[i] = value
+    return i + 1 + tail
 
 
 @njit(cache=True)
-def _add_ending_at(a5, cut, pos, price, kind, up_to, centers, scales, counts, weights, ids, score, m, cur, lo, sub,
-                   keep_all):  # fmt: skip
-    """Score and store every valid impulse whose wave 5 ends at pivot ``a5`` and whose
-    pivots all lie after bar ``cut``; returns the store, its new count, how many were
-    added, and ``cur``/``lo`` as ``_room`` left them."""
-    added = 0
+def _keep(all_ids, all_score, m, cand, value):
+    """Append to the record of every candidate, doubling it when full; returns it and the new count."""
+    if m == all_score.shape[0]:
+        grown_ids = np.empty((2 * m, 6), dtype=np.int64)
+        grown_ids[:m] = all_ids
+        grown_score = np.empty(2 * m, dtype=np.float64)
+        grown_score[:m] = all_score
+        all_ids, all_score = grown_ids, grown_score
+    all_ids[m] = cand
+    all_score[m] = value
+    return all_ids, all_score, m + 1
+
+
+@njit(cache=True)
+def _add_ending_at(a5, cut, pos, price, kind, up_to, centers, scales, counts, weights, front_ids, front_score, k,
+                   keep_all, all_ids, all_score, m):  # fmt: skip
+    """Score every valid impulse whose wave 5 ends at pivot ``a5`` and whose pivots all lie
+    after bar ``cut``, admit each to the front (and the record with ``keep_all``).
+
+    Returns ``(k, all_ids, all_score, m, scored)``: the front's size, the record and its
+    count, and how many were scored.
+    """
+    cand = np.empty(6, dtype=np.int64)
+    sub = np.empty(5, dtype=np.float64)
+    scored = 0
+    cand[5] = a5
     sign = 1.0 * kind[a5]  # wave 5 ends at a high in a bullish impulse (+1), at a low in a bearish one
     q5 = sign * price[a5]
     t5 = float(pos[a5])
@@ -133,10 +154,17 @@ def _add_ending_at(a5, cut, pos, price, kind, up_to, centers, scales, counts, we
                         total = weights[0] * sub[0]
                         for i in range(1, 5):
                             total = total + weights[i] * sub[i]
-                        ids, score, m, cur, lo = _room(ids, score, m, cur, lo, cut, pos, keep_all)
-                        m = _store(ids, score, m, a0, a1, a2, a3, a4, a5, min(total, 1.0))
-                        added += 1
-    return ids, score, m, added, cur, lo
+                        value = min(total, 1.0)
+                        cand[0] = a0
+                        cand[1] = a1
+                        cand[2] = a2
+                        cand[3] = a3
+                        cand[4] = a4
+                        k = _admit(front_ids, front_score, k, cand, value, pos)
+                        if keep_all:
+                            all_ids, all_score, m = _keep(all_ids, all_score, m, cand, value)
+                        scored += 1
+    return k, all_ids, all_score, m, scored
 
 
 @njit(cache=True)
@@ -157,45 +185,44 @@ def causal_best_nb(pos, price, kind, confirm, n_bars, lookback, up_to, centers, 
     centers, scales, counts, weights
         ``score.ScoreParams``.
     keep_all
-        Keep every valid candidate of the history (else only those still inside the lookback).
+        Also return every valid candidate of the history.
 
     Returns
     -------
     (best_ids, best_score, ids, score, n_scored)
         Per bar, the best impulse's 6 pivot ids (start, ends of waves 1-5; -1 where none)
-        and score (0 where none); the stored candidates ``ids`` ``(m, 6)`` and ``score``
-        in order of confirmation (all of them with ``keep_all``); how many were scored.
+        and score (0 where none); with ``keep_all`` every valid candidate ``ids`` ``(m, 6)``
+        and ``score`` in order of confirmation (else empty); how many were scored.
     """
     n_piv = pos.shape[0]
-    ids = np.empty((64, 6), dtype=np.int64)
-    score = np.empty(64, dtype=np.float64)
-    sub = np.empty(5, dtype=np.float64)
+    front_ids = np.empty((n_piv + 1, 6), dtype=np.int64)  # at most one entry per start pivot
+    front_score = np.empty(n_piv + 1, dtype=np.float64)
+    all_ids = np.empty((64, 6), dtype=np.int64)
+    all_score = np.empty(64, dtype=np.float64)
     best_ids = np.full((n_bars, 6), -1, dtype=np.int64)
     best_score = np.zeros(n_bars, dtype=np.float64)
+    k = 0
     m = 0
     n_scored = 0
-    cur = -1  # the best candidate inside the lookback
-    lo = 0  # candidates before ``lo`` end before the lookback: never needed again
     nxt = 0  # the next pivot to be confirmed
     for t in range(n_bars):
         cut = t - lookback
-        if cur >= 0 and pos[ids[cur, 0]] <= cut:
-            cur = -1
-            while lo < m and pos[ids[lo, 5]] <= cut:
-                lo += 1
-            for i in range(lo, m):
-                if pos[ids[i, 0]] > cut and (cur < 0 or _better(score, ids, i, cur)):
-                    cur = i
+        gone = 0
+        while gone < k and pos[front_ids[gone, 0]] <= cut:
+            gone += 1
+        if gone:
+            for s in range(k - gone):
+                front_ids[s] = front_ids[gone + s]
+                front_score[s] = front_score[gone + s]
+            k -= gone
         while nxt < n_piv and confirm[nxt] <= t:
-            ids, score, m, added, cur, lo = _add_ending_at(nxt, cut, pos, price, kind, up_to, centers, scales,
-                                                           counts, weights, ids, score, m, cur, lo, sub,
-                                                           keep_all)  # fmt: skip
-            n_scored += added
-            for i in range(m - added, m):
-                if cur < 0 or _better(score, ids, i, cur):
-                    cur = i
+            k, all_ids, all_score, m, scored = _add_ending_at(
+                nxt, cut, pos, price, kind, up_to, centers, scales, counts, weights, front_ids, front_score, k,
+                keep_all, all_ids, all_score, m,
+            )  # fmt: skip
+            n_scored += scored
             nxt += 1
-        if cur >= 0:
-            best_ids[t] = ids[cur]
-            best_score[t] = score[cur]
-    return best_ids, best_score, ids[:m].copy(), score[:m].copy(), n_scored
+        if k:
+            best_ids[t] = front_ids[0]
+            best_score[t] = front_score[0]
+    return best_ids, best_score, all_ids[:m].copy(), all_score[:m].copy(), n_scored
