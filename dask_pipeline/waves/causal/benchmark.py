@@ -16,8 +16,9 @@ memory, else the store at ``data.root``) and its ``waves`` section, and per symb
   ``waves.window_bars``), each once, at the bar that confirms its last pivot;
   ``bests``: the distinct impulses it reports as the best at some bar; ``scan_bests``:
   how many of those the scan reports too;
-- ``lag``: median bars from a reported best's last pivot to the bar that confirmed it
-  (how late the causal version learns of it; the ``all`` row pools the symbols);
+- ``lag``: median bars from a seen pattern's last pivot to the bar that confirmed it: how
+  much later than the hindsight scan the causal version knows of it (the ``all`` row
+  pools the symbols);
 - ``last_bar``: whether the causal best at the last bar equals ``causal.scan_best``;
 - ``ms``: one ``causal_waves`` call (all three features), best of ``repeats``, warm JIT.
 
@@ -69,7 +70,8 @@ def compare_symbol(bars: pd.DataFrame, spec: WavesConfig, repeats: int = 3) -> d
         state.pos, state.price, state.kind, state.pos, n, spec.window_bars, spec.up_to,
         params.centers, params.scales, params.counts, params.weights, False,
     )  # fmt: skip
-    lags = state.confirm[best_ids[:, 5]] - state.pos[best_ids[:, 5]]
+    seen_ends = scan_ids[np.array(seen, dtype=bool), 5]
+    lags = state.confirm[seen_ends] - state.pos[seen_ends]
     last = scan_best(*prices, **settings)
     agrees = (last is None and not state.found[-1]) or (
         last is not None and (last[0], last[1].tolist()) == (state.score[-1], state.pivots[-1].tolist())
