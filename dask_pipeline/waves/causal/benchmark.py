@@ -35,7 +35,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from dask_pipeline.errors import DaskPipelineError
+from dask_pipeline.errors import DaskPipelineError, DataError
 from dask_pipeline.waves.causal import causal_waves, scan_best
 from dask_pipeline.waves.causal.kernels import causal_best_nb
 from dask_pipeline.waves.causal.reference import causal_best_py
@@ -161,6 +161,9 @@ def _bars(cfg) -> dict[str, pd.DataFrame]:
         s = data.synthetic
         frames = synthesize(s.symbols, s.start, s.end, s.freq, s.seed)
         wanted = data.symbols or list(frames)
+        unknown = [k for k in wanted if k not in frames]
+        if unknown:
+            raise DataError(f"data.symbols: {', '.join(unknown)} not among data.synthetic's {', '.join(frames)}")
         return {k: frames[k].loc[data.start : data.end].astype(data.dtype) for k in wanted}
     from dask_pipeline.data import list_symbols, load_bars
 
