@@ -23,6 +23,7 @@ import pandas as pd
 
 from dask_pipeline.errors import ConfigError, DataError
 from dask_pipeline.features import kernels
+from dask_pipeline.waves.causal import wave_features
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 _MAX_WINDOW = 100_000
@@ -206,6 +207,37 @@ def _beta(b: BarArrays, window):
     return (kernels.beta_nb(b.close, b.bench_close, window),)
 
 
+def _wave_score(b: BarArrays, lookback, threshold, atr_period, up_to):
+    return wave_features(b.high, b.low, b.close, "atr", threshold, atr_period, lookback, up_to)[:1]
+
+
+def _wave_direction(b: BarArrays, lookback, threshold, atr_period, up_to):
+    return wave_features(b.high, b.low, b.close, "atr", threshold, atr_period, lookback, up_to)[1:2]
+
+
+def _wave_position(b: BarArrays, lookback, threshold, atr_period, up_to):
+    return wave_features(b.high, b.low, b.close, "atr", threshold, atr_period, lookback, up_to)[2:]
+
+
+def _wave_score_pct(b: BarArrays, lookback, threshold, up_to):
+    return wave_features(b.high, b.low, b.close, "percent", threshold, 1, lookback, up_to)[:1]
+
+
+def _wave_direction_pct(b: BarArrays, lookback, threshold, up_to):
+    return wave_features(b.high, b.low, b.close, "percent", threshold, 1, lookback, up_to)[1:2]
+
+
+def _wave_position_pct(b: BarArrays, lookback, threshold, up_to):
+    return wave_features(b.high, b.low, b.close, "percent", threshold, 1, lookback, up_to)[2:]
+
+
+def _waves(pct=False):
+    """Parameters of the causal wave features (``waves.causal``), the scan's defaults."""
+    threshold = Param(0.05, 0.001, 0.99, float) if pct else Param(3.0, 0.01, 100.0, float)
+    atr = {} if pct else {"atr_period": Param(14, 1)}
+    return {"lookback": Param(500, 6), "threshold": threshold, **atr, "up_to": Param(3, 1, 16)}
+
+
 def _lag(default):
     return {"lag": Param(default, 1)}
 
@@ -249,6 +281,12 @@ INDICATORS: dict[str, Indicator] = {
     "obv": Indicator(_obv, ("obv",)),
     "corr": Indicator(_corr, ("corr",), _window(60), needs_benchmark=True),
     "beta": Indicator(_beta, ("beta",), _window(60), needs_benchmark=True),
+    "wave_score": Indicator(_wave_score, ("wave_score",), _waves()),
+    "wave_direction": Indicator(_wave_direction, ("wave_direction",), _waves()),
+    "wave_position": Indicator(_wave_position, ("wave_position",), _waves()),
+    "wave_score_pct": Indicator(_wave_score_pct, ("wave_score_pct",), _waves(pct=True)),
+    "wave_direction_pct": Indicator(_wave_direction_pct, ("wave_direction_pct",), _waves(pct=True)),
+    "wave_position_pct": Indicator(_wave_position_pct, ("wave_position_pct",), _waves(pct=True)),
 }
 
 #: The feature set used when a config names none: (registry name, parameters).

@@ -7,6 +7,8 @@ reversal amount against it: ``pct * extreme`` with ``mode="percent"``, ``mult * 
 first pivot the direction is open: the first swing to reach the reversal amount from
 the running low (rising) or high (falling) sets it. The last running extreme is
 reported too, unconfirmed, so a wave still in progress can end an impulse.
+``zigzag_confirmed_nb`` also says at which bar each pivot was confirmed (the bar whose
+reversal appended it): what a causal reader of the series knows by then.
 
 Highs are pivot highs at ``high[i]``, lows at ``low[i]``. On ties the earlier bar wins
 (a swing extends only on a strictly new extreme). ``reference.pivots_py`` is the
@@ -55,13 +57,22 @@ def _amount(mode, threshold, extreme, atr_i):
 @njit(cache=True)
 def zigzag_nb(high, low, atr, mode, threshold):
     """Pivot bar positions, prices and kinds (``HIGH``/``LOW``), alternating, in time order."""
+    pos, price, kind, _ = zigzag_confirmed_nb(high, low, atr, mode, threshold)
+    return pos, price, kind
+
+
+@njit(cache=True)
+def zigzag_confirmed_nb(high, low, atr, mode, threshold):
+    """``zigzag_nb``'s pivots and the bar at which each was confirmed (price reversed from
+    it by the threshold there); the last, running extreme has ``n`` (not confirmed)."""
     n = high.shape[0]
     pos = np.empty(n + 1, dtype=np.int64)
     price = np.empty(n + 1, dtype=np.float64)
     kind = np.empty(n + 1, dtype=np.int8)
+    confirm = np.empty(n + 1, dtype=np.int64)
     m = 0
     if n == 0:
-        return pos[:0], price[:0], kind[:0]
+        return pos[:0], price[:0], kind[:0], confirm[:0]
     direction = 0
     hmax = high[0]
     hidx = 0
@@ -81,6 +92,7 @@ def zigzag_nb(high, low, atr, mode, threshold):
                 pos[m] = lidx
                 price[m] = lmin
                 kind[m] = -1
+                confirm[m] = i
                 m += 1
                 direction = 1
                 ext = hmax
@@ -89,6 +101,7 @@ def zigzag_nb(high, low, atr, mode, threshold):
                 pos[m] = hidx
                 price[m] = hmax
                 kind[m] = 1
+                confirm[m] = i
                 m += 1
                 direction = -1
                 ext = lmin
@@ -101,6 +114,7 @@ def zigzag_nb(high, low, atr, mode, threshold):
                 pos[m] = eidx
                 price[m] = ext
                 kind[m] = 1
+                confirm[m] = i
                 m += 1
                 direction = -1
                 ext = low[i]
@@ -113,6 +127,7 @@ def zigzag_nb(high, low, atr, mode, threshold):
                 pos[m] = eidx
                 price[m] = ext
                 kind[m] = -1
+                confirm[m] = i
                 m += 1
                 direction = 1
                 ext = high[i]
@@ -121,8 +136,9 @@ def zigzag_nb(high, low, atr, mode, threshold):
         pos[m] = eidx
         price[m] = ext
         kind[m] = 1 if direction == 1 else -1
+        confirm[m] = n
         m += 1
-    return pos[:m].copy(), price[:m].copy(), kind[:m].copy()
+    return pos[:m].copy(), price[:m].copy(), kind[:m].copy(), confirm[:m].copy()
 
 
 def find_pivots(
