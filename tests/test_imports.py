@@ -105,3 +105,14 @@ def test_no_import_circles():
 def test_the_check_sees_a_circle():
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(edges) == [["a", "b", "c"]]
+
+
+def test_every_package_is_installed():
+    """pyproject lists packages one by one: a subpackage missing there is absent from a
+    non-editable install (a wheel, a worker image) while every editable test passes."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    present = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "dask_pipeline").rglob("__init__.py")}
+    present.add("dask_pipeline.graphs")
+    assert present <= listed, f"packages missing from pyproject.toml: {sorted(present - listed)}"
