@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dask_pipeline.errors import ClusterError, ConfigError, DataError
 from dask_pipeline.features.scalers import make_scaler
@@ -266,16 +266,18 @@ class ModelConfig(Section):
             raise ValueError(f"{value} is not installed: pip install -e '.[{spec.extra}]'")
         return value
 
-    @model_validator(mode="after")
-    def _device_supported(self) -> "ModelConfig":
-        devices = MODELS[self.name].devices
-        if self.device != "auto" and self.device not in devices:
-            gpu = [m for m, s in MODELS.items() if self.device in s.devices]
+    @field_validator("device")
+    @classmethod
+    def _device_supported(cls, value: str, info: ValidationInfo) -> str:
+        name = info.data.get("name")  # absent when the name itself was refused
+        devices = MODELS[name].devices if name in MODELS else DEVICES
+        if value != "auto" and value not in devices:
+            gpu = [m for m, s in MODELS.items() if value in s.devices]
             raise ValueError(
-                f"device {self.device!r}: {self.name} trains on {' and '.join(devices)} only; "
-                f"use model.device auto or cpu, or a model that trains on {self.device}: {', '.join(gpu)}"
+                f"{value!r}: {name} trains on {' and '.join(devices)} only; use auto or cpu, "
+                f"or a model that trains on {value}: {', '.join(gpu)}"
             )
-        return self
+        return value
 
     @model_validator(mode="after")
     def _known_params(self) -> "ModelConfig":
