@@ -137,6 +137,19 @@ def test_cuda_scan_many_equals_scanning_each_symbol():
             pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
+def test_cuda_rows_in_bench_waves():
+    from dask_pipeline.waves.benchmark import bench_waves
+
+    table = bench_waves(windows=2, window_bars=100, reference_windows=2, sp500_symbols=10, sp500_windows=2,
+                        measure_symbols=2, repeats=1, backends=["numba", "cuda"])
+    assert list(table["implementation"]) == ["reference (plain Python)", "numba", "cuda", "numba", "cuda",
+                                             "cuda, all symbols in one launch"]
+    symbol = table[table["workload"].str.startswith("1 symbol")]
+    assert symbol["candidates"].nunique() == 1 and (table["scan_s"].dropna() > 0).all()
+    assert table["note"].iloc[-1].endswith("CUDA simulator on the CPU: walks the code, times nothing real"
+                                           if STATUS == "simulator" else "1 GPU")
+
+
 def test_cuda_auto_never_picks_the_simulator():
     if STATUS == "simulator":
         assert get_backend("auto").name != "cuda"
@@ -168,6 +181,19 @@ def test_cuda_on_a_gpu_matches_numba_on_a_real_workload():
     assert_same(got, BACKENDS["numba"].top_candidates(plan, spec, params))
 
 
+def _toolkit_present() -> bool:
+    """Whether NVRTC (which numba-cuda compiles with) may be found: a pip wheel or a system library."""
+    import ctypes.util
+    import importlib.util
+
+    try:
+        wheel = importlib.util.find_spec("nvidia.cuda_nvrtc") is not None
+    except ModuleNotFoundError:
+        wheel = False
+    return wheel or ctypes.util.find_library("nvrtc") is not None
+
+
+@pytest.mark.skipif(not _toolkit_present(), reason="no NVVM to compile PTX with (pip install 'numba-cuda[cu12]')")
 def test_cuda_kernel_compiles_with_no_fused_multiply_add():
     """Compiled for a real GPU (PTX, no device needed), every float product is ``mul.rn``
     (never fused) and there is no ``fma``: the GPU rounds as the CPU kernel does."""
