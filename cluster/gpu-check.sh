@@ -61,6 +61,8 @@ else
     extras="${extras:-gpu,xgboost,test}"
 fi
 
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"  # the run below works from the repository
 venv="${VENV:-$repo/.venv-gpu-check}"
 wheels="${WHEELS:-$repo/cluster/wheels}"
 if [[ ! -x "$venv/bin/python" ]]; then
