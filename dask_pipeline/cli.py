@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     wf.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
     wf.add_argument("--repeats", type=int, default=3)
     wf.set_defaults(func=_cmd_bench_walkforward)
-    waves = bench.add_parser("waves", help="wave scan: reference vs numpy vs numba (vs cupy), one symbol and sp500")
+    waves = bench.add_parser("waves", help="wave scan: reference vs numpy vs numba (vs cupy, cuda), one symbol and sp500")
     waves.add_argument("--windows", type=int, default=500)
     waves.add_argument("--window-bars", type=int, default=500)
     waves.add_argument("--reference-windows", type=int, default=None,
@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     waves.add_argument("--sp500-windows", type=int, default=2000)
     waves.add_argument("--measure-symbols", type=int, default=2, help="symbols actually scanned for the sp500 row")
     waves.add_argument("--repeats", type=int, default=3)
+    waves.add_argument("--backends", default=None,
+                       help="comma-separated, e.g. numba,cuda (default: numpy,numba, plus cupy,cuda with a GPU)")
     waves.set_defaults(func=_cmd_bench_waves)
     tune = bench.add_parser("tune", help="tune driver overhead per trial, resume time, trials on Dask vs study.optimize")
     tune.add_argument("--overhead-trials", type=int, default=1000)
@@ -210,8 +212,14 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
 def _cmd_bench_waves(args: argparse.Namespace) -> int:
     from dask_pipeline.waves.benchmark import bench_waves, format_waves_table
 
+    backends = None if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()]
+    if backends is not None:
+        from dask_pipeline.waves.backends import get_backend
+
+        for name in backends:
+            get_backend(name)  # an unknown or unusable backend: one line, before anything is timed
     table = bench_waves(args.windows, args.window_bars, args.reference_windows, args.sp500_symbols,
-                        args.sp500_windows, args.measure_symbols, args.repeats)
+                        args.sp500_windows, args.measure_symbols, args.repeats, backends=backends)
     print(format_waves_table(table))
     return 0
 

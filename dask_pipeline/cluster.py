@@ -445,7 +445,7 @@ def connect(cfg: ClusterConfig | None = None, timeout: float = 30) -> Iterator[A
 
 
 def describe(client: Any) -> dict[str, Any]:
-    """What the client is connected to: kind, scheduler, TLS, dashboard, workers and their resources.
+    """What the client is connected to: kind, scheduler, TLS, dashboard, workers, their resources, GPU workers.
 
     ``kind`` is None for a client that ``connect`` did not make.
     """
@@ -461,6 +461,7 @@ def describe(client: Any) -> dict[str, Any]:
         "threads": sum(w.get("nthreads", 0) for w in workers.values()),
         "memory_limit": sum(w.get("memory_limit", 0) or 0 for w in workers.values()),
         "resources": _sum_resources(workers.values()),
+        "gpu_workers": sorted(a for a, w in workers.items() if "GPU" in (w.get("resources") or {})),
         "note": getattr(client, "pipeline_note", ""),
     }
 

@@ -28,16 +28,25 @@ from dask_pipeline.errors import ConfigError
 
 
 _GPU_WORKERS: contextvars.ContextVar[bool] = contextvars.ContextVar("gpu_workers", default=False)
+_CPU_WORKERS: contextvars.ContextVar[bool] = contextvars.ContextVar("cpu_workers", default=False)
 
 
 @contextlib.contextmanager
-def gpu_workers(present: bool) -> Iterator[None]:
-    """Build graphs knowing whether the cluster has GPU workers (the runner sets this)."""
+def gpu_workers(present: bool, cpu_workers: bool = False) -> Iterator[None]:
+    """Build graphs knowing whether the cluster has GPU workers (the runner sets this), and
+    whether it also has CPU workers (resource ``CPU``) to keep the other stages off them."""
     token = _GPU_WORKERS.set(present)
+    cpu_token = _CPU_WORKERS.set(cpu_workers)
     try:
         yield
     finally:
         _GPU_WORKERS.reset(token)
+        _CPU_WORKERS.reset(cpu_token)
+
+
+def gpu_workers_present() -> bool:
+    """Whether the graph being built runs on a cluster with GPU workers (``gpu_workers``)."""
+    return _GPU_WORKERS.get()
 
 
 def task(
@@ -53,12 +62,16 @@ def task(
         The stage it belongs to; defaults to the first word of ``name``.
     gpu
         A stage that runs best on a GPU: it asks for the ``GPU`` resource when the
-        cluster has GPU workers (``gpu_workers``), and runs anywhere otherwise.
+        cluster has GPU workers (``gpu_workers``), and runs anywhere otherwise. On a
+        cluster with GPU and CPU workers every other task asks for ``CPU``, so CPU work
+        never queues on a GPU worker's single thread ahead of the GPU stages.
     """
     token = tokenize(func, args, kwargs)[:8]
     annotations: dict[str, Any] = {"stage": stage or name.split("-", 1)[0]}
     if gpu and _GPU_WORKERS.get():
         annotations["resources"] = {"GPU": 1}
+    elif _GPU_WORKERS.get() and _CPU_WORKERS.get():
+        annotations["resources"] = {"CPU": 1}
     with dask.annotate(**annotations):
         return delayed(func, pure=True)(*args, dask_key_name=f"{name}-{token}", **kwargs)
 

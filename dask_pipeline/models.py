@@ -1,9 +1,11 @@
 """Labels, the estimator registry with its presets, and per-fold training.
 
 One registry, ``MODELS``: a name maps to a ``ModelSpec`` naming the scikit-learn class
-for each task it supports, the parameters it always runs with, and one parameter set per
-preset (``blank`` for smoke runs in seconds, ``fast``, ``balanced``, ``quality``). Adding
-a model is one ``ModelSpec`` and one registry line.
+(or scikit-learn-compatible one, such as XGBoost's) for each task it supports, the
+parameters it always runs with, one parameter set per preset (``blank`` for smoke runs in
+seconds, ``fast``, ``balanced``, ``quality``), the devices it trains on, and the
+parameters the framework manages for it (``managed``: seed, threads, device). Adding a
+model is one ``ModelSpec`` and one registry line.
 
 Conventions of ``fit_fold``:
 
@@ -20,30 +22,49 @@ Conventions of ``fit_fold``:
   features and label), in units of the estimator's score (R^2 or accuracy) lost.
 - Randomness: ``random_state`` comes from ``model_seed(seed, fold_index, symbol)``
   (``np.random.SeedSequence``); estimators run with ``n_jobs=1``. Same inputs, same bits.
+- Device (``model.device``): ``cpu``, ``cuda`` (models whose ``ModelSpec.devices`` include
+  it: ``xgboost``), or ``auto``, which the graph resolves once per run with
+  ``resolve_device``: ``cuda`` when the model trains on a GPU and the cluster has GPU
+  workers, else ``cpu`` (so the choice never depends on which worker a task lands on; an
+  unresolved ``auto`` reaching ``fit_fold`` trains on the CPU). A ``cuda`` fit checks that
+  its process sees a GPU and stops with one line if not, rather than let XGBoost fall back
+  to the CPU silently. XGBoost trains on the GPU and predicts on the CPU (the trees are
+  the model; no device round trip for the test rows). GPU and CPU fits of the same seed
+  are different models -- XGBoost builds its GPU histograms in another summation order --
+  each repeatable on its own device.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from dask_pipeline.errors import ConfigError, DataError
+from dask_pipeline.errors import ClusterError, ConfigError, DataError
 from dask_pipeline.features.scalers import make_scaler
 from dask_pipeline.schema import Section
 
 TASKS = ("regression", "classification")
 PRESETS = ("blank", "fast", "balanced", "quality")
-# Set by the framework, never by a config: seeds derive from config.seed, and estimators
-# run single-threaded inside Dask tasks.
-MANAGED_PARAMS = ("random_state", "n_jobs")
+DEVICES = ("auto", "cpu", "cuda")
+# Set by the framework, never by a config, with the reason: seeds derive from config.seed,
+# estimators run single-threaded inside Dask tasks, and model.device picks the device.
+MANAGED_PARAMS = {
+    "random_state": "seeded from config.seed",
+    "seed": "seeded from config.seed",
+    "n_jobs": "n_jobs=1 inside tasks",
+    "nthread": "n_jobs=1 inside tasks",
+    "device": "set model.device instead",
+}
 
 
 # --------------------------------------------------------------------------- labels
@@ -96,19 +117,40 @@ def make_label(close, horizon: int, task: str = "regression"):
 # ------------------------------------------------------------------------- registry
 
 
+def seeded(valid: frozenset[str], random_state: int, device: str) -> dict[str, Any]:
+    """Managed parameters of a scikit-learn estimator: ``random_state`` where it takes one."""
+    return {"random_state": random_state} if "random_state" in valid else {}
+
+
+def xgboost_managed(valid: frozenset[str], random_state: int, device: str) -> dict[str, Any]:
+    """Managed parameters of an XGBoost estimator: seed, one thread, and the device."""
+    return {"random_state": random_state, "n_jobs": 1, "device": device}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """An estimator family: class per task, fixed parameters, and parameters per preset.
+    """An estimator family: class per task, fixed parameters, parameters per preset, the
+    devices it trains on, and ``managed(valid_params, random_state, device)``: the
+    parameters the framework sets on every estimator it builds (never a config).
 
     Classes are named by import path (``"sklearn.linear_model.Ridge"``) and imported on
     first use: scikit-learn takes over a second to import, and loading or rejecting a
-    config needs it only for a config that sets ``model.params``.
+    config needs it only for a config that sets ``model.params``. ``extra`` names the
+    pip extra that installs a class outside the base dependencies.
     """
 
     regressor: str | None
     classifier: str | None
     fixed: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    devices: tuple[str, ...] = ("cpu",)
+    managed: Callable[[frozenset[str], int, str], dict[str, Any]] = seeded
+    extra: str | None = None
+
+    def installed(self) -> bool:
+        """Whether its classes' top-level package can be imported (without importing it)."""
+        path = self.regressor or self.classifier
+        return importlib.util.find_spec(path.split(".", 1)[0]) is not None
 
     def supports(self, task: str) -> bool:
         """Whether the family has an estimator for ``task`` (without importing it)."""
@@ -185,23 +227,56 @@ MODELS: dict[str, ModelSpec] = {
             "quality": {"hidden_layer_sizes": (128, 64), "max_iter": 500, "alpha": 1e-4},
         },
     ),
+    # Histogram trees on the CPU or the GPU (model.device); `pip install -e ".[xgboost]"`.
+    "xgboost": ModelSpec(
+        "xgboost.XGBRegressor", "xgboost.XGBClassifier",
+        fixed={"tree_method": "hist", "verbosity": 0},
+        presets={
+            "blank": {"n_estimators": 5, "max_depth": 2},
+            "fast": {"n_estimators": 100, "max_depth": 4, "learning_rate": 0.1},
+            "balanced": {"n_estimators": 300, "max_depth": 6, "learning_rate": 0.05, "subsample": 0.8,
+                         "colsample_bytree": 0.8, "min_child_weight": 5, "reg_lambda": 1.0},
+            "quality": {"n_estimators": 800, "max_depth": 8, "learning_rate": 0.03, "subsample": 0.8,
+                        "colsample_bytree": 0.8, "min_child_weight": 5, "reg_lambda": 1.0},
+        },
+        devices=("cpu", "cuda"),
+        managed=xgboost_managed,
+        extra="xgboost",
+    ),
 }
 
 
 class ModelConfig(Section):
-    """``model`` section: estimator name, preset, parameter overrides, scope, scaler."""
+    """``model`` section: estimator name, preset, parameter overrides, scope, scaler, device."""
 
     name: str = "hist_gbm"
     preset: Literal["blank", "fast", "balanced", "quality"] = "balanced"
     params: dict[str, Any] = Field(default_factory=dict)
     scope: Literal["pooled", "per_symbol"] = "pooled"
     scaler: Literal["standard", "minmax", "none"] = "standard"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
         if value not in MODELS:
             raise ValueError(f"unknown model {value!r}; expected one of {', '.join(MODELS)}")
+        spec = MODELS[value]
+        if spec.extra is not None and not spec.installed():
+            raise ValueError(f"{value} is not installed: pip install -e '.[{spec.extra}]'")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_supported(cls, value: str, info: ValidationInfo) -> str:
+        name = info.data.get("name")  # absent when the name itself was refused
+        devices = MODELS[name].devices if name in MODELS else DEVICES
+        if value != "auto" and value not in devices:
+            gpu = [m for m, s in MODELS.items() if value in s.devices]
+            raise ValueError(
+                f"{value!r}: {name} trains on {' and '.join(devices)} only; use auto or cpu, "
+                f"or a model that trains on {value}: {', '.join(gpu)}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -211,10 +286,7 @@ class ModelConfig(Section):
         valid = MODELS[self.name].param_names() - set(MANAGED_PARAMS)
         for key in self.params:
             if key in MANAGED_PARAMS:
-                raise ValueError(
-                    f"params.{key} is set by the framework (seeded from config.seed, "
-                    f"n_jobs=1 inside tasks); remove it"
-                )
+                raise ValueError(f"params.{key} is set by the framework ({MANAGED_PARAMS[key]}); remove it")
             if key not in valid:
                 raise ValueError(
                     f"params.{key}: unknown parameter for {self.name}; valid: "
@@ -251,12 +323,30 @@ def model_seed(seed: int, fold_index: int, symbol: str | None = None) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
+def resolve_device(cfg: ModelConfig, gpu_workers: bool) -> ModelConfig:
+    """``cfg`` with ``device`` decided for a cluster with or without GPU workers.
+
+    ``auto`` becomes ``cuda`` when the model trains on a GPU and there are GPU workers, else
+    ``cpu``; ``cuda`` without GPU workers is a ``ClusterError`` (a CPU fit would be another
+    model, so it is refused rather than substituted). The graph calls this once per run and
+    sends ``cuda`` fits to the GPU workers.
+    """
+    if cfg.device == "cuda" and not gpu_workers:
+        raise ClusterError(
+            "model.device is 'cuda' but the cluster has no GPU worker (resource GPU); run on a GPU node "
+            "(cluster.kind: local-cuda, or cluster/cuda-worker.sh), or set model.device: auto or cpu"
+        )
+    if cfg.device != "auto" or "cuda" not in MODELS[cfg.name].devices:
+        return cfg  # a CPU-only model's auto is the CPU already (and its tasks keep their keys)
+    return cfg.model_copy(update={"device": "cuda" if gpu_workers else "cpu"})
+
+
 def make_estimator(cfg: ModelConfig, task: str, random_state: int):
-    """A fresh, unfitted estimator: fixed parameters, then the preset, then ``cfg.params``."""
+    """A fresh, unfitted estimator: fixed parameters, the preset, ``cfg.params``, then the managed ones."""
     check_task(cfg.name, task)
     spec = MODELS[cfg.name]
     cls = spec.estimator_class(task)
-    valid = set(cls().get_params())
+    valid = frozenset(cls().get_params())
     params = {**spec.fixed, **spec.presets[cfg.preset], **cfg.params}
     unknown = sorted(set(params) - valid)
     if unknown:
@@ -264,9 +354,35 @@ def make_estimator(cfg: ModelConfig, task: str, random_state: int):
             f"model.params: {', '.join(unknown)} not valid for {cls.__name__}; valid: "
             f"{', '.join(sorted(valid - set(MANAGED_PARAMS)))}"
         )
-    if "random_state" in valid:
-        params["random_state"] = random_state
-    return cls(**params)
+    device = "cpu" if cfg.device == "auto" else cfg.device  # auto unresolved by a graph: the CPU
+    if device == "cuda":
+        require_gpu(cfg.name)
+    return cls(**params, **spec.managed(valid, random_state, device))
+
+
+def require_gpu(name: str) -> None:
+    """``ClusterError`` unless this process sees a CUDA GPU that model ``name`` can train on."""
+    if name == "xgboost" and not _xgboost_sees_gpu():
+        import socket
+
+        raise ClusterError(
+            f"model.device is 'cuda' but XGBoost sees no CUDA GPU in this process (host {socket.gethostname()}); "
+            "run the fit tasks on GPU workers, or set model.device: auto or cpu"
+        )
+
+
+@functools.cache
+def _xgboost_sees_gpu() -> bool:
+    """Whether XGBoost trains on a GPU here: a one-row fit, and the device its booster reports."""
+    import json
+
+    import xgboost
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "No visible GPU is found": the answer, not a warning for the user
+        booster = xgboost.train({"device": "cuda", "nthread": 1, "verbosity": 0},
+                                xgboost.DMatrix(np.zeros((2, 1)), label=np.zeros(2)), num_boost_round=1)
+    return json.loads(booster.save_config())["learner"]["generic_param"]["device"].startswith("cuda")
 
 
 # ------------------------------------------------------------------------- training
@@ -338,6 +454,10 @@ def fit_fold(
         # blank/fast presets stop iterative models early on purpose.
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator.fit(scaler.transform(Xtr), ytr)
+    if getattr(estimator, "device", "cpu") != "cpu":
+        # Predict on the CPU: the test rows are on the host, and XGBoost would otherwise warn
+        # about mismatched devices and copy them over for every predict call.
+        estimator.set_params(device="cpu")
 
     Ste = scaler.transform(Xte)
     rows = np.isfinite(Ste).all(axis=1)

@@ -303,7 +303,8 @@ def stage_times(
     dict
         Per stage: ``tasks``, ``wall_seconds`` (first start to last stop),
         ``compute_seconds`` (summed), ``share`` (of the run's summed compute),
-        ``transfer_seconds``, ``transfer_bytes`` and ``peak_worker_memory`` (bytes or None).
+        ``transfer_seconds``, ``transfer_bytes``, ``peak_worker_memory`` (bytes or None) and
+        ``workers``: tasks per worker address (where the stage ran: GPU or CPU workers).
     """
     dependencies = dependencies or {}
     placed = {str(r["key"]): (r.get("worker"), int(r.get("nbytes") or 0)) for r in task_stream}
@@ -319,10 +320,11 @@ def stage_times(
         transfers = [s for s in startstops if s.get("action") == "transfer"]
         if not computes:
             continue
-        row = rows.setdefault(stage, {"tasks": 0, "transfer_seconds": 0.0, "transfer_bytes": 0})
+        row = rows.setdefault(stage, {"tasks": 0, "transfer_seconds": 0.0, "transfer_bytes": 0, "workers": {}})
         row["tasks"] += 1
-        spans.setdefault(stage, []).extend(computes)
         worker = record.get("worker")
+        row["workers"][str(worker)] = row["workers"].get(str(worker), 0) + 1
+        spans.setdefault(stage, []).extend(computes)
         on_worker.setdefault(worker, []).extend((a, b, stage) for a, b in computes)
         if transfers:
             row["transfer_seconds"] += sum(s["stop"] - s["start"] for s in transfers)
@@ -344,6 +346,7 @@ def stage_times(
             "transfer_seconds": round(rows[stage]["transfer_seconds"], 4),
             "transfer_bytes": rows[stage]["transfer_bytes"],
             "peak_worker_memory": peaks.get(stage),
+            "workers": dict(sorted(rows[stage]["workers"].items())),
         }
     return table
 

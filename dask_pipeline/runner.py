@@ -124,7 +124,7 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
     check_workers(client, cfg, echo)  # same versions everywhere, data root visible to every worker
     outputs = None
     if hasattr(graph, "build"):
-        with gpu_workers("GPU" in cluster["resources"]):
+        with gpu_workers("GPU" in cluster["resources"], "CPU" in cluster["resources"]):
             outputs = graph.build(cfg)
 
     started = dt.datetime.now(dt.timezone.utc)

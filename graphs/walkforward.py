@@ -2,7 +2,8 @@
 
 from dask_pipeline.data import load_bars
 from dask_pipeline.folds import make_folds
-from dask_pipeline.graph import checkpointed, features_tasks, symbols_of, task
+from dask_pipeline.graph import checkpointed, features_tasks, gpu_workers_present, symbols_of, task
+from dask_pipeline.models import resolve_device
 from dask_pipeline.walkforward import (TABLES, aggregate_folds, backtest_fold, min_history, require_history, table,
                                       train_fold, union_index)
 
@@ -25,9 +26,11 @@ def build(cfg):
     folds = make_folds(index, cfg.folds, cfg.label.horizon)
     width = max(2, len(str(len(folds) - 1)))
     results = []
+    model = resolve_device(cfg.model, gpu_workers_present())  # auto: the GPU when there is one
     for fold in folds:
         name = f"fold-{fold.index:0{width}d}"
-        fit = task(train_fold, fold, symbols, bars, features, cfg.label, cfg.model, cfg.seed, name=f"{name}-fit", stage="fit")
+        fit = task(train_fold, fold, symbols, bars, features, cfg.label, model, cfg.seed, name=f"{name}-fit", stage="fit",
+                   gpu=model.device == "cuda")
         done = task(backtest_fold, fit, cfg.backtest, name=f"{name}-backtest", stage="backtest")
         results.append(checkpointed(done, cfg.checkpoint_dir / f"{name}.pkl", name))
     tables = task(aggregate_folds, results, name="aggregate")

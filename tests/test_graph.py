@@ -54,13 +54,18 @@ def test_gpu_tasks_go_to_gpu_workers_only_when_the_cluster_has_them():
         with gpu_workers(True):
             tasks = [task(slow_double, i, name=f"waves-S{i}", gpu=True) for i in range(12)]
         free = [task(slow_double, i, name=f"features-S{i}") for i in range(12)]
+        with gpu_workers(True, cpu_workers=True):  # a GPU node: CPU stages keep off the GPU worker
+            pinned = [task(slow_double, i, name=f"backtest-S{i}") for i in range(12)]
         with get_task_stream(client) as stream:
             assert client.gather(client.compute(tasks)) == [2 * i for i in range(12)]
         with get_task_stream(client) as control:
             client.gather(client.compute(free))
-        gpu_address = workers[0].address
+        with get_task_stream(client) as placed:
+            client.gather(client.compute(pinned))
+        gpu_address, cpu_address = workers[0].address, workers[1].address
         assert {r["worker"] for r in stream.data} == {gpu_address}
         assert len({r["worker"] for r in control.data}) == 2
+        assert {r["worker"] for r in placed.data} == {cpu_address}
         for w in workers:
             client.sync(w.close)
 

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from dask_pipeline import models
-from dask_pipeline.errors import ConfigError, DataError
+from dask_pipeline.errors import ClusterError, ConfigError, DataError
 from dask_pipeline.models import (
     MODELS,
     PRESETS,
@@ -16,6 +16,7 @@ from dask_pipeline.models import (
     make_estimator,
     make_label,
     model_seed,
+    resolve_device,
 )
 
 FEATURES = ["sma_20", "rsi_14", "std_20", "atr_14"]
@@ -38,11 +39,12 @@ def run(name, task, preset="blank", seed=7, fold=0, **kwargs):
     return fit_fold(Xtr, y[:n], Xte, y[n:], cfg, task, seed, fold)
 
 
+NEEDS_XGBOOST = pytest.mark.skipif(not MODELS["xgboost"].installed(), reason="xgboost is not installed")
 CASES = [
-    (name, task)
+    pytest.param(name, task, marks=[] if spec.installed() else [NEEDS_XGBOOST])
     for name, spec in MODELS.items()
     for task in TASKS
-    if spec.estimator_class(task) is not None
+    if spec.supports(task)
 ]
 
 
@@ -76,7 +78,7 @@ def test_label_validation():
 
 
 def test_registry_covers_the_issue():
-    assert set(MODELS) == {"ridge", "logistic", "random_forest", "extra_trees", "hist_gbm", "mlp"}
+    assert set(MODELS) == {"ridge", "logistic", "random_forest", "extra_trees", "hist_gbm", "mlp", "xgboost"}
     for spec in MODELS.values():
         assert set(spec.presets) == set(PRESETS)
 
@@ -147,8 +149,8 @@ def test_unknown_param_names_it_and_the_valid_names():
         ModelConfig(name="random_forest", params={"n_trees": 10})
     with pytest.raises(ValidationError, match="params.random_state is set by the framework"):
         ModelConfig(name="ridge", params={"random_state": 1})
-    with pytest.raises(ValidationError, match="unknown model 'xgboost'"):
-        ModelConfig(name="xgboost")
+    with pytest.raises(ValidationError, match="unknown model 'lightgbm'"):
+        ModelConfig(name="lightgbm")
     with pytest.raises(ValidationError):
         ModelConfig(preset="huge")
     with pytest.raises(ValidationError):
@@ -157,8 +159,8 @@ def test_unknown_param_names_it_and_the_valid_names():
 
 def test_config_defaults():
     cfg = ModelConfig()
-    assert (cfg.name, cfg.preset, cfg.params, cfg.scope, cfg.scaler) == (
-        "hist_gbm", "balanced", {}, "pooled", "standard"
+    assert (cfg.name, cfg.preset, cfg.params, cfg.scope, cfg.scaler, cfg.device) == (
+        "hist_gbm", "balanced", {}, "pooled", "standard", "auto"
     )
 
 
@@ -233,3 +235,66 @@ def test_bad_training_data():
         fit_fold(Xtr, np.full(n, np.nan), Xte, None, cfg, "classification", 0, 4)
     with pytest.raises(DataError, match="train_y: expected 160 values"):
         fit_fold(Xtr, cls[:10], Xte, None, cfg, "classification", 0, 4)
+
+
+# ---------------------------------------------------------------- device and XGBoost
+
+
+def test_only_gpu_models_take_device_cuda():
+    with pytest.raises(ValidationError, match="'cuda': hist_gbm trains on cpu only; use auto or cpu, or a model that trains on cuda: xgboost"):
+        ModelConfig(device="cuda")
+    with pytest.raises(ValidationError, match=r"params.device is set by the framework \(set model.device instead\)"):
+        ModelConfig(name="random_forest", params={"device": "cuda"})
+    assert ModelConfig(name="hist_gbm", device="cpu").device == "cpu"
+
+
+@NEEDS_XGBOOST
+def test_device_auto_follows_the_cluster_and_cuda_needs_gpu_workers():
+    xgb = ModelConfig(name="xgboost")
+    assert resolve_device(xgb, gpu_workers=True).device == "cuda"
+    assert resolve_device(xgb, gpu_workers=False).device == "cpu"
+    cpu_only = ModelConfig(name="hist_gbm")
+    assert resolve_device(cpu_only, gpu_workers=True) is cpu_only  # nothing to decide: same config, same keys
+    with pytest.raises(ClusterError, match="model.device is 'cuda' but the cluster has no GPU worker"):
+        resolve_device(ModelConfig(name="xgboost", device="cuda"), gpu_workers=False)
+
+
+@NEEDS_XGBOOST
+def test_xgboost_parameters_are_managed():
+    est = make_estimator(ModelConfig(name="xgboost", preset="fast"), "regression", 4_000_000_000)
+    params = est.get_params()
+    assert (params["random_state"], params["n_jobs"], params["device"], params["tree_method"]) == (
+        4_000_000_000, 1, "cpu", "hist")
+    assert params["n_estimators"] == 100
+    for key in ("nthread", "seed", "n_jobs", "random_state"):
+        with pytest.raises(ValidationError, match=f"params.{key} is set by the framework"):
+            ModelConfig(name="xgboost", params={key: 1})
+    tuned = make_estimator(ModelConfig(name="xgboost", params={"max_depth": 3}), "classification", 1)
+    assert tuned.max_depth == 3 and tuned.n_estimators == 300
+
+
+@NEEDS_XGBOOST
+@pytest.mark.skipif(models._xgboost_sees_gpu() if MODELS["xgboost"].installed() else True,
+                    reason="checks the refusal without a GPU")
+def test_xgboost_cuda_without_a_gpu_is_one_clear_error():
+    with pytest.raises(ClusterError, match="model.device is 'cuda' but XGBoost sees no CUDA GPU in this process"):
+        run("xgboost", "regression", device="cuda")
+
+
+@NEEDS_XGBOOST
+@pytest.mark.skipif(not (MODELS["xgboost"].installed() and models._xgboost_sees_gpu()), reason="needs a CUDA GPU")
+def test_xgboost_trains_on_the_gpu_repeatably():
+    import json
+    import warnings
+
+    Xtr, Xte, y, _, n = dataset(n_train=2000, n_test=200)
+    cfg = ModelConfig(name="xgboost", preset="balanced", device="cuda")
+    est = make_estimator(cfg, "regression", 5)
+    est.fit(Xtr.to_numpy(), y[:n])
+    assert json.loads(est.get_booster().save_config())["learner"]["generic_param"]["device"].startswith("cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no device-mismatch fallback warning when predicting
+        gpu1, imp = fit_fold(Xtr, y[:n], Xte, y[n:], cfg, "regression", 7, 1)
+    gpu2, _ = fit_fold(Xtr, y[:n], Xte, y[n:], cfg, "regression", 7, 1)
+    assert np.isfinite(gpu1).all() and imp.attrs["method"] == "impurity"
+    assert gpu1.tobytes() == gpu2.tobytes()

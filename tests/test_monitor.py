@@ -55,6 +55,7 @@ def test_stage_times_transfers_and_memory():
     assert table["fit"]["transfer_bytes"] == 100 and table["load"]["transfer_bytes"] == 0
     assert table["fit"]["peak_worker_memory"] == 50 and table["load"]["peak_worker_memory"] == 7
     assert table["fit"]["share"] == pytest.approx(2 / 3, abs=1e-3)
+    assert table["fit"]["workers"] == {"w2": 1} and table["load"]["workers"] == {"w1": 1}
 
 
 def test_check_thresholds_memory_and_metric():

@@ -16,7 +16,7 @@ import pandas as pd
 from dask_pipeline.backtest import PORTFOLIO, BacktestConfig
 from dask_pipeline.errors import DaskPipelineError
 from dask_pipeline.folds import Fold, make_folds
-from dask_pipeline.models import LabelConfig, ModelConfig
+from dask_pipeline.models import LabelConfig, ModelConfig, resolve_device
 from dask_pipeline.tuning.space import TUNABLE_METRICS, TuneConfig, apply_params, signature
 from dask_pipeline.tuning.storage import storage_group
 from dask_pipeline.tuning.study import (PRUNERS, Outcome, StudyState, optuna_quiet, driver_identity, tell)
@@ -66,6 +66,14 @@ class SharedInputs:
     features: list[Any]
     index: pd.DatetimeIndex
     bundle: Any = None
+
+
+def _has_gpu_workers(client: Any) -> bool:
+    try:
+        info = client.scheduler_info(n_workers=-1)  # every worker, not the first few
+    except TypeError:  # distributed before the n_workers argument lists them all anyway
+        info = client.scheduler_info()
+    return any("GPU" in (w.get("resources") or {}) for w in info["workers"].values())
 
 
 def _bundle(symbols: list[str], bars: list[pd.DataFrame], features: list[pd.DataFrame]) -> tuple:
@@ -162,6 +170,10 @@ class StudyDriver:
             done = [(o.values[0], o.number) for o in self.index.values() if o.values is not None]
             self.best = max(done, key=lambda vn: (sign * vn[0], -vn[1]), default=None)
         self.asked = 0
+        # model.device: auto becomes cuda on a cluster with GPU workers (for a GPU model), whose
+        # trials' folds then go to those workers; cuda without them stops here, before any trial.
+        self.gpu_workers = _has_gpu_workers(client)
+        resolve_device(cfg.model, self.gpu_workers)
         from dask.base import tokenize
 
         self._base_token = tokenize(self.evaluate, self.inputs.bundle.key).encode()
@@ -211,6 +223,7 @@ class StudyDriver:
             return
         try:
             trial_cfg = apply_params(self.cfg, params)
+            trial_cfg = trial_cfg.model_copy(update={"model": resolve_device(trial_cfg.model, self.gpu_workers)})
             folds = self._layout(trial_cfg)
         except DaskPipelineError as exc:
             self._tell_failed(trial, str(exc))
@@ -235,7 +248,8 @@ class StudyDriver:
     def _submit(self, live: LiveTrial, k: int) -> None:
         key = f"trial-{live.trial.number:04d}-fold-{k:02d}-{live.token}"
         future = self.client.submit(run_fold, self.evaluate, live.job, k, self.inputs.bundle, key=key,
-                                    retries=self.cfg.cluster.retries)
+                                    retries=self.cfg.cluster.retries,
+                                    resources={"GPU": 1} if live.cfg.model.device == "cuda" else None)
         self.by_key[key] = (live.trial.number, k)
         live.futures[k] = future
         self.completed.add(future)

@@ -8,12 +8,16 @@ and checked, whether or not they pass the rules) per second of scoring, ``scan_s
 whole ``scan`` (pivots, windows, scoring, table); backends report the best of
 ``repeats`` runs. The plain-Python reference runs once over every window, or over
 ``reference_windows`` windows spread evenly and extrapolated by candidate count (said
-in ``note``). numba runs single-threaded with the JIT warm; cupy is timed only when a
-GPU is visible, with the device synchronised.
+in ``note``). numba runs single-threaded with the JIT warm; cupy and cuda are timed only
+where a GPU is visible (``backends`` may name them explicitly: cuda then also runs under
+numba's CUDA simulator, which times nothing real but walks the same code), with the device
+synchronised; their first call (kernel compilation, device set-up) is not timed.
 
 Workload ``sp500``: ``sp500_symbols`` symbols x ``sp500_windows`` windows with the
 default filters on (a real scan): ``scan`` is timed on ``measure_symbols`` symbols and
-extrapolated to the universe, one core (or one GPU).
+extrapolated to the universe, one core (or one GPU), one symbol at a time as the
+``waves-<S>`` tasks run; ``cuda`` also in one launch over all the measured symbols
+(``scan_many``).
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from dask_pipeline.waves.backends import BACKENDS, gpu_available
-from dask_pipeline.waves.patterns import plan_series, scan
+from dask_pipeline.waves.backends import BACKENDS, cuda_available, cuda_status, gpu_available
+from dask_pipeline.waves.patterns import plan_series, scan, scan_many
 from dask_pipeline.waves.reference import top_candidates_py
 from dask_pipeline.waves.score import score_params
 from dask_pipeline.waves.spec import WavesConfig
@@ -55,8 +59,14 @@ def bench_waves(
     measure_symbols: int = 2,
     repeats: int = 3,
     seed: int = 0,
+    backends: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Time the reference, numpy, numba (and cupy with a GPU) on the ``symbol`` and ``sp500`` workloads.
+    """Time the reference, numpy, numba (and cupy, cuda with a GPU) on the ``symbol`` and ``sp500`` workloads.
+
+    Parameters
+    ----------
+    backends
+        The backends to time (default: numpy, numba, and cupy and cuda where a GPU is visible).
 
     Returns
     -------
@@ -66,7 +76,8 @@ def bench_waves(
     import numba
 
     numba.set_num_threads(1)
-    backends = ["numpy", "numba", *(["cupy"] if gpu_available() else [])]
+    if backends is None:
+        backends = ["numpy", "numba", *(["cupy"] if gpu_available() else []), *(["cuda"] if cuda_available() else [])]
     step = max(1, int(window_bars * 0.5 + 0.5))
     spec = WavesConfig(
         window_bars=window_bars, window_overlap_ratio=0.5, max_windows=windows,
@@ -93,7 +104,7 @@ def bench_waves(
         seconds = _best_of(lambda: backend.top_candidates(plan, spec, params), repeats if name != "numpy" else 1, name)
         total = int(backend.top_candidates(plan, spec, params).n_candidates.sum())
         scan_seconds = _best_of(lambda: scan(bars, spec, backend=name), repeats if name != "numpy" else 1, name)
-        rows.append([name, total, seconds, scan_seconds, "1 core, warm JIT" if name == "numba" else ""])
+        rows.append([name, total, seconds, scan_seconds, _device_note(name)])
     ref_total_seconds = total / ref_rate
     note = (
         f"measured on all {plan.n_windows} windows"
@@ -110,19 +121,31 @@ def bench_waves(
     n_bars = window_bars + (sp500_windows - 1) * step
     universe = bench_bars(measure_symbols, n_bars, seed + 1)
     full = WavesConfig(window_bars=window_bars, max_windows=sp500_windows)
-    for name in [b for b in backends if b != "numpy"]:
+    runs = [(b, b, False) for b in backends if b != "numpy"]
+    runs += [("cuda, all symbols in one launch", "cuda", True)] if "cuda" in backends else []
+    for label, name, batched in runs:
         scan(universe[0].iloc[: window_bars * 4], full, backend=name)  # warm-up
         started = time.perf_counter()
-        found = [scan(frame, full, backend=name) for frame in universe]
+        if batched:
+            found = scan_many(universe, full, backend=name)
+        else:
+            found = [scan(frame, full, backend=name) for frame in universe]
         _synchronize(name)
         seconds = (time.perf_counter() - started) / measure_symbols * sp500_symbols
         table.append([
-            f"sp500: {sp500_symbols} symbols x {sp500_windows} windows", name, sp500_symbols * sp500_windows,
+            f"sp500: {sp500_symbols} symbols x {sp500_windows} windows", label, sp500_symbols * sp500_windows,
             np.nan, np.nan, np.nan, seconds, np.nan,
-            f"extrapolated from {measure_symbols} symbols ({sum(map(len, found))} patterns), "
-            + ("1 GPU" if name == "cupy" else "1 core"),
+            f"extrapolated from {measure_symbols} symbols ({sum(map(len, found))} patterns), " + _device_note(name),
         ])  # fmt: skip
     return pd.DataFrame(table, columns=COLUMNS)
+
+
+def _device_note(backend: str) -> str:
+    if backend in ("cupy", "cuda"):
+        if backend == "cuda" and cuda_status() == "simulator":
+            return "CUDA simulator on the CPU: walks the code, times nothing real"
+        return "1 GPU"
+    return "1 core, warm JIT" if backend == "numba" else "1 core"
 
 
 def format_waves_table(table: pd.DataFrame) -> str:
@@ -158,3 +181,7 @@ def _synchronize(backend: str) -> None:
         import cupy
 
         cupy.cuda.Device().synchronize()
+    elif backend == "cuda":
+        from numba import cuda
+
+        cuda.synchronize()

@@ -10,6 +10,9 @@ by ``(-score, window, candidate)`` -> the best ABC correction after each one whe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -17,7 +20,7 @@ from dask_pipeline.errors import DataError
 from dask_pipeline.waves.backends import get_backend
 from dask_pipeline.waves.candidates import TopK, best_corrections
 from dask_pipeline.waves.pivots import PIVOT_MODES, atr_nb, reversal_amounts, zigzag_nb
-from dask_pipeline.waves.score import SUBSCORES, score_params
+from dask_pipeline.waves.score import SUBSCORES, ScoreParams, score_params
 from dask_pipeline.waves.spec import WavesConfig
 from dask_pipeline.waves.windows import Plan, plan_windows
 
@@ -36,8 +39,9 @@ def scan(
     spec
         The ``waves`` config section; defaults when None.
     backend
-        ``auto``, ``numba``, ``numpy`` or ``cupy``; None uses ``spec.backend`` (``auto``:
-        cupy when a GPU is visible, else numba). Every backend gives the same rows.
+        ``auto``, ``numba``, ``numpy``, ``cupy`` or ``cuda``; None uses ``spec.backend``
+        (``auto``: cuda, then cupy, when a GPU is visible, else numba). Every backend gives
+        the same rows.
     symbol
         Written to a ``symbol`` column; defaults to ``bars.attrs["symbol"]`` if set,
         else there is no such column.
@@ -58,10 +62,41 @@ def scan(
     chosen = get_backend(backend or spec.backend)
     plan = plan_series(high, low, close, spec)
     params = score_params(spec)
-    top = per_symbol(chosen.top_candidates(plan, spec, params), spec.top_k_per_symbol)
+    return _patterns(bars, plan, chosen.top_candidates(plan, spec, params), symbol, spec, chosen.xp, params)
+
+
+def scan_many(
+    frames: Sequence[pd.DataFrame],
+    spec: WavesConfig | None = None,
+    backend: str | None = None,
+    symbols: Sequence[str | None] | None = None,
+) -> list[pd.DataFrame]:
+    """``scan`` over several symbols' bars: the same frames, one per symbol.
+
+    The ``cuda`` backend scores every window of every symbol in one kernel launch; the
+    others take the symbols one after another.
+    """
+    spec = WavesConfig() if spec is None else spec
+    names = [None] * len(frames) if symbols is None else list(symbols)
+    chosen = get_backend(backend or spec.backend)
+    if not hasattr(chosen, "top_candidates_many"):
+        return [scan(bars, spec, chosen.name, name) for bars, name in zip(frames, names)]
+    names = [name if name is not None else bars.attrs.get("symbol") for bars, name in zip(frames, names)]
+    params = score_params(spec)
+    plans = [plan_series(*_prices(bars, name), spec) for bars, name in zip(frames, names)]
+    tops = chosen.top_candidates_many(plans, spec, params)
+    return [_patterns(bars, plan, top, name, spec, chosen.xp, params)
+            for bars, plan, top, name in zip(frames, plans, tops, names)]  # fmt: skip
+
+
+def _patterns(
+    bars: pd.DataFrame, plan: Plan, top: TopK, symbol: str | None, spec: WavesConfig, xp: Any, params: ScoreParams
+) -> pd.DataFrame:
+    """One symbol's pattern rows from its windows' top-k: per-symbol top-k, then corrections."""
+    top = per_symbol(top, spec.top_k_per_symbol)
     frame = _frame(bars.index, plan, top, symbol)
     if spec.corrections:
-        ids, score = best_corrections(chosen.xp, plan, top.pivots, spec.up_to, params)
+        ids, score = best_corrections(xp, plan, top.pivots, spec.up_to, params)
         found = ids >= 0
         for j, name in enumerate(("6", "7", "8")):
             at = np.where(found[:, j], plan.pos[np.maximum(ids[:, j], 0)], 0)

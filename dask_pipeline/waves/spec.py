@@ -92,7 +92,7 @@ class WavesConfig(Section):
     top_k_per_window: int = Field(3, ge=1, le=1000)
     top_k_per_symbol: int = Field(100, ge=1)
     gpu_batch_size: int = Field(1 << 20, ge=1024)
-    backend: Literal["auto", "cupy", "numpy", "numba"] = "auto"
+    backend: Literal["auto", "cuda", "cupy", "numpy", "numba"] = "auto"
 
     @field_validator("window_bars")
     @classmethod

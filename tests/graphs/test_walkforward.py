@@ -210,3 +210,33 @@ def test_cluster_retries_rerun_a_fold_that_failed_once(tmp_path, small_store, re
         with pytest.raises((OSError, DaskPipelineError), match="transient read error"):
             run(cfg, client=client, echo=lambda *a, **k: None)
         assert not (cfg.run_dir / "folds.parquet").exists()
+
+
+def test_fit_tasks_go_to_gpu_workers_when_the_model_trains_there(tmp_path, small_store):
+    """model.device auto: an XGBoost fit asks for the GPU on a cluster with GPU workers; every
+    other task (and a CPU model's fits) asks for a CPU worker there; nothing asks elsewhere."""
+    from dask_pipeline.graph import gpu_workers
+
+    pytest.importorskip("xgboost")
+
+    def wanted(graph):
+        found = {}
+        for value in graph.values():
+            for layer in value.__dask_graph__().layers.values():
+                for key in layer:
+                    want = (layer.annotations or {}).get("resources")
+                    want = want(key) if callable(want) else want
+                    name = str(key).rsplit("-", 1)[0]
+                    found[name.split("-", 2)[-1] if name.startswith("fold-") else name.split("-", 1)[0]] = (
+                        want if isinstance(want, dict) else None)
+        return found
+
+    xgb = load_config(write_config(tmp_path, small_store, extra="model: {name: xgboost}\n"))
+    with gpu_workers(True, cpu_workers=True):
+        on_gpu_node = wanted(walkforward_graph.build(xgb))
+    assert on_gpu_node["fit"] == {"GPU": 1}
+    assert on_gpu_node["backtest"] == on_gpu_node["features"] == {"CPU": 1}
+    assert wanted(walkforward_graph.build(xgb))["fit"] is None  # no GPU workers: the CPU, anywhere
+    hist = load_config(write_config(tmp_path, small_store, name="hist"))
+    with gpu_workers(True, cpu_workers=True):
+        assert wanted(walkforward_graph.build(hist))["fit"] == {"CPU": 1}

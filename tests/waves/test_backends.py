@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dask_pipeline.errors import ConfigError
 from dask_pipeline.waves import WavesConfig, scan
-from dask_pipeline.waves.backends import BACKENDS, get_backend, gpu_available
+from dask_pipeline.waves.backends import BACKENDS, cuda_available, get_backend, gpu_available
 from dask_pipeline.waves.candidates import TopK
 from dask_pipeline.waves.patterns import plan_series
 from dask_pipeline.waves.reference import top_candidates_py
@@ -46,7 +46,7 @@ def test_every_backend_matches_the_reference_on_random_series(seed, n, spec):
     plan = plan_series(*(bars[c].to_numpy() for c in ("high", "low", "close")), spec)
     params = score_params(spec)
     expected = top_candidates_py(plan, spec.up_to, spec.max_combinations, spec.top_k_per_window, params)
-    for backend in ["numba", "numpy", *(["cupy"] if gpu_available() else [])]:
+    for backend in ["numba", "numpy", *(["cupy"] if gpu_available() else []), *(["cuda"] if cuda_available() else [])]:
         assert_same(BACKENDS[backend].top_candidates(plan, spec, params), expected)
 
 
@@ -83,10 +83,10 @@ def test_xp_batches_do_not_change_the_answer():
     assert_same(BACKENDS["numba"].top_candidates(plan, spec, params), whole)
 
 
-def test_auto_picks_cupy_only_with_a_gpu():
-    assert get_backend("auto").name == ("cupy" if gpu_available() else "numba")
-    with pytest.raises(ConfigError, match="unknown backend 'cuda'; known: auto, numpy, cupy, numba"):
-        get_backend("cuda")
+def test_auto_picks_a_gpu_backend_only_with_a_gpu():
+    assert get_backend("auto").name == ("cuda" if cuda_available() else "cupy" if gpu_available() else "numba")
+    with pytest.raises(ConfigError, match="unknown backend 'cude'; known: auto, numpy, cupy, numba, cuda"):
+        get_backend("cude")
     if not gpu_available():
         with pytest.raises(ConfigError, match="cupy needs cupy and a visible CUDA GPU"):
             get_backend("cupy")

@@ -30,7 +30,7 @@ def test_defaults_are_a_usable_scan():
         ("waves.pivot_threshold=0", "'waves.pivot_threshold': Input should be greater than 0"),
         ("waves.scan_pattern_types=[corrections]", "must include 'impulses'"),
         ("waves.scan_pattern_types=[waves]", "'waves.scan_pattern_types.0': Input should be 'impulses' or 'correc"),
-        ("waves.backend=gpu", "'waves.backend': Input should be 'auto', 'cupy', 'numpy' or 'numba'"),
+        ("waves.backend=gpu", "'waves.backend': Input should be 'auto', 'cuda', 'cupy', 'numpy' or 'numba'"),
         ("waves.top_k_per_window=0", "'waves.top_k_per_window': Input should be greater than or equal to 1"),
         ("waves.max_combinations=0", "'waves.max_combinations': Input should be greater than or equal to 1"),
         ("waves.pre_score_threshold=1.5", "'waves.pre_score_threshold': Input should be less than or equal to 1"),
