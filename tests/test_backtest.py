@@ -213,7 +213,7 @@ def test_backtest_table_shape_and_trade_metrics():
     cfg = BacktestConfig(periods_per_year=252)
     pos = positions(pred, cfg)
     _, table = backtest(pos, rets, cfg)
-    assert list(table.columns) == [*METRICS, *TRADE_METRICS]
+    assert list(table.columns) == [*METRICS, *TRADE_METRICS, "note"]
     assert list(table.index) == [*SYMBOLS, PORTFOLIO]
     changes = (pos.diff().fillna(pos) != 0).sum()
     assert table.loc[SYMBOLS, "trades"].tolist() == changes.tolist()
@@ -231,14 +231,14 @@ def test_backtest_alignment_and_validation():
         backtest(pos.iloc[::2], rets, cfg)
     with pytest.raises(DataError, match="no column for symbol AAA"):
         backtest(pos, rets.drop(columns="AAA"), cfg)
-    with pytest.raises(DataError, match="NaN"):
-        backtest(pos.where(pos > 0), rets, cfg)
+    with pytest.raises(DataError, match="infinite"):
+        backtest(pos.replace(1.0, np.inf), rets, cfg)
 
 
 def test_config_validation():
     cfg = BacktestConfig()
     assert (cfg.rule, cfg.threshold, cfg.quantile, cfg.cost_bps, cfg.slippage_bps,
-            cfg.periods_per_year) == ("sign", 0.0, 0.2, 1.0, 1.0, 252)
-    for bad in ({"rule": "momentum"}, {"quantile": 0.6}, {"cost_bps": -1}, {"fees": 1}):
+            cfg.periods_per_year) == ("sign", 0.0, 0.2, 1.0, 1.0, None)
+    for bad in ({"rule": "momentum"}, {"quantile": 0.6}, {"cost_bps": -1}, {"fees": 1}, {"periods_per_year": 0}):
         with pytest.raises(ValidationError):
             BacktestConfig(**bad)

@@ -112,7 +112,7 @@ def test_pooled_fit_predicts_every_test_row_once(market, folds):
     assert np.isfinite(pred["prediction"]).all()
     assert list(fit.importances["model"].unique()) == ["pooled"]
     assert list(fit.importances["feature"]) == list(features[0].columns)
-    assert fit.close_at == bars[0].index[bars[0].index.get_loc(fold.test_end) + 1]
+    assert fit.close_at == dict.fromkeys(symbols, bars[0].index[bars[0].index.get_loc(fold.test_end) + 1])
 
 
 def test_training_never_reads_the_test_window(market, folds):
