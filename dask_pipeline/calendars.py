@@ -68,7 +68,7 @@ def infer_calendar(index: pd.DatetimeIndex, what: str = "bars") -> Calendar:
     index = pd.DatetimeIndex(index)
     if len(index) < 2:
         raise DataError(f"{what}: {len(index)} bar(s), too few to infer a calendar (set backtest.periods_per_year)")
-    ticks = index.asi8
+    ticks = index.as_unit("ns").asi8
     steps = np.diff(ticks)
     spacing = pd.Timedelta(int(np.median(steps)), unit="ns")
     covered = pd.Timedelta(int(ticks[-1] - ticks[0]), unit="ns") + spacing

@@ -232,8 +232,12 @@ def _quiet_libraries() -> None:
     # The scheduler and workers log every start and stop at INFO; a user wants warnings.
     # A task that raises our own error is reported once, by the CLI, as one line; the
     # workers (child processes, which read this at import) need not log it again.
-    os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical"}))
+    # distributed sizes each message it sends; the profiler's call tree of a deep stack (an
+    # estimator inside a task) exceeds dask.sizeof's recursion and it warns, then sends it anyway.
+    os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical",
+                                                "distributed.sizeof": "error"}))
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("distributed.sizeof").setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

@@ -55,9 +55,10 @@ symbols with ragged histories and their own calendars:
   it is shorter than ``min_test`` (default: half of ``test``; bars, or time for a span)
   it is dropped and ``FoldPlan.notes`` says so. A fold in which no symbol takes part is
   skipped the same way. Folds are numbered 0.. after both.
-- **Annualisation.** ``Fold.periods_per_year`` holds each taking part symbol's figure
+- **Annualisation.** ``Fold.periods_per_year`` holds each symbol's figure
   (inferred from its whole history, ``dask_pipeline.calendars``, unless the config sets
-  one) and the portfolio's: that of the union of its symbols' timestamps.
+  one) and the portfolio's: that of the union of its symbols' timestamps over the span
+  all of them trade.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class Fold:
     test windows) let ``symbol_train_mask`` apply them on any one symbol's own bars.
 
     From ``plan_folds``: ``symbols`` take part, ``sat_out`` holds ``(symbol, why)`` for the
-    others, ``periods_per_year`` holds ``(symbol, figure)`` for each taking part symbol and
+    others, ``periods_per_year`` holds ``(symbol, figure)`` for every symbol and
     ``("portfolio", figure)``. Empty when the folds were laid on one index alone: then
     every symbol given takes part.
     """
@@ -397,8 +398,8 @@ def plan_folds(
             continue
         key = tuple(taking)
         if key not in portfolio:
-            portfolio[key] = periods_per_year or infer_calendar(union_of(stamps[s] for s in taking)).periods_per_year
-        figures = [(s, periods_per_year or calendars[s].periods_per_year) for s in taking]
+            portfolio[key] = periods_per_year or _union_calendar({s: stamps[s] for s in taking}).periods_per_year
+        figures = [(s, periods_per_year or calendars[s].periods_per_year) for s in stamps]
         planned.append(replace(fold, index=len(planned), symbols=key, sat_out=tuple(sat_out),
                                periods_per_year=(*figures, (PORTFOLIO, portfolio[key]))))
     if not planned:
@@ -410,6 +411,20 @@ def plan_folds(
         notes.append(f"folds: {shown} sit{'s' if len(never) == 1 else ''} out every fold (too little history "
                      "in each training window, or no bars in any test window)")
     return FoldPlan(planned, calendars, notes, dict(stamps))
+
+
+def _union_calendar(stamps: Mapping[str, pd.DatetimeIndex]) -> Calendar:
+    """The calendar of the union of the symbols' timestamps while all of them trade.
+
+    Over the whole sample a union of ragged histories would average, say, years of daily
+    bars with the months an hourly series joined them; the span they share is what the
+    portfolio of those symbols trades on (and for one symbol, its own calendar).
+    """
+    first = max(ix[0] for ix in stamps.values())
+    last = min(ix[-1] for ix in stamps.values())
+    union = union_of(stamps.values())
+    shared = union[(union >= first) & (union <= last)] if first < last else union
+    return infer_calendar(shared if len(shared) > 1 else union, "portfolio")
 
 
 def _laid_out(index: pd.DatetimeIndex, cfg: FoldsConfig, horizon: int) -> tuple[list[Fold], list[str]]:
@@ -452,7 +467,7 @@ def _too_short(index: pd.DatetimeIndex, fold: Fold, test: Size, minimum: Size | 
 def _spacing(index: pd.DatetimeIndex) -> pd.Timedelta:
     if len(index) < 2:
         return pd.Timedelta(0)
-    return pd.Timedelta(int(np.median(np.diff(index.asi8))), unit="ns")
+    return pd.Timedelta(int(np.median(np.diff(index.as_unit("ns").asi8))), unit="ns")
 
 
 def _history_start(union: pd.DatetimeIndex, fold: Fold, train: Size) -> pd.Timestamp:

@@ -296,7 +296,8 @@ def require_volume(cfg: Any) -> None:
         volume = load_bars(data.root, symbol, data.start, data.end, columns=["volume"], dtype="float64")["volume"]
         if len(volume) and volume.isna().all():
             raise ConfigError(
-                f"'features.indicators': {', '.join(sorted(set(needy)))} need volume, and symbol {symbol} in "
+                f"'features.indicators': {', '.join(sorted(set(needy)))} need{'s' if len(set(needy)) == 1 else ''} "
+                f"volume, and symbol {symbol} in "
                 f"{data.root} has none (price-only bars); leave them out of features.indicators (the default set "
                 f"has them) or leave {symbol} out with data.symbols"
             )
