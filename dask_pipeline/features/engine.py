@@ -358,7 +358,7 @@ def compute(
     where = f"symbol {symbol!r}" if symbol else "bars"
     columns = _bar_arrays(bars, where)
     needy = [c for ind, _, cols in plan if ind.needs_volume for c in cols]
-    if needy and np.isnan(columns["volume"]).all():
+    if needy and len(columns["volume"]) and np.isnan(columns["volume"]).all():
         raise DataError(f"{where}: features {', '.join(needy)} need volume, and the bars have none (price-only)")
     bench_close = None
     if any(indicator.needs_benchmark for indicator, _, _ in plan):
