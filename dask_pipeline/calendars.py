@@ -18,7 +18,7 @@ figures describe a calendar:
 
 Annualised metrics use ``sqrt(periods_per_year)`` and ``periods_per_year / n`` of the
 series they describe: each symbol its own calendar, the portfolio the union of its
-symbols' timestamps.
+symbols' timestamps over the span they all trade (``dask_pipeline.folds.plan_folds``).
 """
 
 from __future__ import annotations
