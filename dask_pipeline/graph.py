@@ -7,6 +7,11 @@ token (``key_split``), so it shows the name; the token makes a key unique to its
 so two runs or two trials sharing a cluster never mistake each other's results. Each
 task also carries a ``stage`` annotation (load, features, fit, ...) that monitoring and
 ``run.json`` group by.
+
+A graph module may also have ``check(cfg)``, which the runner calls before any cluster
+starts (what can be refused from the config and the store alone), and may tell the user
+things while it is built or driven: ``note(...)`` prints a ``note:`` line and lands in
+``run.json``'s ``notes``, ``record(key, value)`` lands in ``run.json``.
 """
 
 from __future__ import annotations

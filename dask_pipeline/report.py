@@ -277,7 +277,7 @@ def chain_equity(equity: pd.DataFrame, column: str = "equity") -> pd.DataFrame:
         # A fold closes its positions on the bar where the next one opens: one instant, and
         # the later fold's row (scaled by the earlier's final equity) holds both.
         chained.append(series[~series.index.duplicated(keep="last")])
-    return pd.concat(chained, axis=1).sort_index()
+    return pd.concat(chained, axis=1, sort=True)
 
 
 def equity_section(page: _Page, record: dict[str, Any]) -> None:

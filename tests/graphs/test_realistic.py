@@ -80,9 +80,11 @@ def test_results_follow_each_symbols_own_calendar(walked):
     assert folds[["excess_return", "information_ratio"]].notna().any().all()
 
 
-def test_report_rebuilds(walked):
+def test_report_rebuilds(walked, capsys):
+    from dask_pipeline.cli import main
+
     tmp, _, _ = walked
-    code, lines = cli("report", "results/wf", cwd=tmp)
-    assert code == 0 and lines == ["report: results/wf/report.html"]
+    assert main(["report", str(tmp / "results/wf")]) == 0
+    assert capsys.readouterr().out == f"report: {tmp / 'results/wf/report.html'}\n"
     page = (tmp / "results/wf/report.html").read_text()
     assert "Symbols sitting folds out" in page and "no bars in the test window (its last bar is 2021-03-15)" in page
