@@ -1,45 +1,55 @@
 """Backtest: predictions -> positions -> net returns (costs) -> equity and metrics.
 
-Frames are wide: index = timestamps, columns = symbols.
+Frames are wide: index = the union of the symbols' timestamps, columns = symbols. A
+symbol without a bar on a row has NaN there: it holds its last position until its next
+bar, earns nothing and trades nothing on that row, and gets no equity row for it.
 
-Timing (no look-ahead): the position decided at bar ``t`` (from the prediction at ``t``,
-which sees data up to ``t``) is held from the close of ``t`` to the close of ``t + 1``::
+Timing (no look-ahead): the position decided at a symbol's bar ``t`` (from the
+prediction at ``t``, which sees data up to ``t``) is held from the close of ``t`` to the
+close of that symbol's next bar ``t'``::
 
-    gross[t] = w[t - 1] * ret[t]          ret[t] = close[t] / close[t - 1] - 1
-    net[t]   = gross[t] - |w[t] - w[t - 1]| * (cost_bps + slippage_bps) / 1e4
+    gross[t'] = w[t] * ret[t']           ret[t'] = close[t'] / close[t] - 1
+    net[t']   = gross[t'] - |w[t'] - w[t]| * (cost_bps + slippage_bps) / 1e4
 
-with ``w[-1] = 0``: the first bar pays for entering; nothing is closed at the end (the
-last position is marked, not traded). A NaN return counts as 0 (no price, no P&L).
+with ``w = 0`` before the first bar: the first bar pays for entering. A NaN return counts
+as 0 (no price, no P&L).
 
 Positions are per-symbol, in units of that symbol's own capital, from a rule in
 ``RULES``: ``sign`` (+1 / -1 / 0), ``threshold`` (sign where ``|pred| > threshold``, else
-0), ``rank`` (per timestamp across symbols with a prediction: +1 for the top
+0), ``rank`` (per timestamp across the symbols with a prediction there: +1 for the top
 ``floor(quantile * n)`` (at least 1), -1 for as many at the bottom, 0 else; fewer than 2
 predictions -> flat; ties go by column order). A NaN prediction is flat.
 
 Curves:
 
-- per symbol: that symbol traded alone at its unit position, net of its own costs;
-- portfolio: weights from the positions, net of costs on the weights' turnover.
-  ``sign`` / ``threshold``: ``w = pos / n_symbols``, so the portfolio return is exactly
-  the equal-weight average of the per-symbol net returns. ``rank``: ``w = pos / sum|pos|``
-  per timestamp: long 0.5 and short 0.5 of capital, gross 1, net 0.
+- per symbol: that symbol traded alone at its unit position, net of its own costs, on
+  its own bars only;
+- portfolio: weights from the positions, net of costs on the weights' turnover, on every
+  row. ``sign`` / ``threshold``: ``w = pos / n_symbols`` for every symbol of the frame, so
+  the portfolio return is exactly the equal-weight sum of the per-symbol net returns
+  divided by ``n_symbols``: a symbol without a bar, not listed yet or delisted leaves its
+  share in cash (never redistributed to the others). ``rank``: ``w = pos / sum|pos|``
+  over the symbols with a bar on that row: long 0.5 and short 0.5 of capital, gross 1,
+  net 0 (symbols on calendars that share no timestamp are never ranked together).
 
-Metrics (one row per symbol and ``portfolio``), from net returns ``r`` over ``n`` bars:
-``total_return`` = prod(1 + r) - 1; ``cagr`` = (1 + total)^(ppy / n) - 1;
-``volatility`` = std(r, ddof=1) * sqrt(ppy); ``sharpe`` = mean / std * sqrt(ppy);
-``sortino`` = mean / sqrt(mean(min(r, 0)^2)) * sqrt(ppy); ``max_drawdown`` = the most
-negative equity / running peak - 1 (equity starts at 1; reported <= 0); ``calmar`` =
-cagr / |max_drawdown|; ``hit_rate`` = share of bars with r > 0 among bars with r != 0.
-From positions: ``trades`` = bars where the position (weight) changes; ``turnover`` =
-mean sum|w[t] - w[t - 1]| per bar, times ppy (annualised); ``exposure`` = mean gross
-position held over a bar, sum|w[t - 1]| (time in market for a single symbol). A ratio
-whose denominator is 0 is NaN.
+Metrics (one row per symbol and ``portfolio``), from net returns ``r`` over the ``n`` bars
+of that curve, annualised with that curve's ``ppy`` (``periods_per_year``: the config's,
+or each calendar's own, ``dask_pipeline.calendars``): ``total_return`` = prod(1 + r) - 1;
+``cagr`` = (1 + total)^(ppy / n) - 1; ``volatility`` = std(r, ddof=1) * sqrt(ppy);
+``sharpe`` = mean / std * sqrt(ppy); ``sortino`` = mean / sqrt(mean(min(r, 0)^2)) *
+sqrt(ppy); ``max_drawdown`` = the most negative equity / running peak - 1 (equity starts
+at 1; reported <= 0); ``calmar`` = cagr / |max_drawdown|; ``hit_rate`` = share of bars with
+r > 0 among bars with r != 0. From positions: ``trades`` = bars where the position
+(weight) changes; ``turnover`` = mean sum|w[t] - w[t - 1]| per bar, times ppy
+(annualised); ``exposure`` = mean gross position held over a bar, sum|w[t - 1]| (time in
+market for a single symbol). A ratio whose denominator is 0 is NaN, never a warning, and
+the ``note`` column says which metric is undefined and why (``"sharpe: zero
+volatility"``, ``"sortino: no losing bar"``, ``"calmar: no drawdown"``...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +58,7 @@ import pandas as pd
 from numba import njit
 from pydantic import Field
 
+from dask_pipeline.calendars import infer_calendar
 from dask_pipeline.errors import DataError
 from dask_pipeline.schema import Section
 
@@ -67,7 +78,7 @@ class BacktestConfig(Section):
     quantile: float = Field(default=0.2, gt=0.0, le=0.5)
     cost_bps: float = Field(default=1.0, ge=0.0)
     slippage_bps: float = Field(default=1.0, ge=0.0)
-    periods_per_year: int = Field(default=252, gt=0)
+    periods_per_year: int | None = Field(default=None, gt=0)  # None: each calendar's own
 
 
 # --------------------------------------------------------------------------- kernels
@@ -214,7 +225,7 @@ def positions(predictions: pd.DataFrame, cfg: BacktestConfig) -> pd.DataFrame:
 
     Returns
     -------
-    pd.DataFrame of float64, same labels.
+    pd.DataFrame of float64, same labels (0 where there is no prediction).
     """
     pred = _wide(predictions, "predictions")
     values = RULES[cfg.rule].positions(pred.to_numpy(dtype=np.float64), cfg)
@@ -222,7 +233,10 @@ def positions(predictions: pd.DataFrame, cfg: BacktestConfig) -> pd.DataFrame:
 
 
 def portfolio_weights(positions: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """Portfolio weights from unit positions, by the rule's weighting (module docstring)."""
+    """Portfolio weights from unit positions, by the rule's weighting (module docstring).
+
+    NaN (no bar) stays NaN; ``gross`` sums the positions of the symbols with a bar.
+    """
     pos = _wide(positions, "positions").astype(np.float64)
     if RULES[rule].weighting == "symbols":
         return pos / pos.shape[1]
@@ -230,63 +244,155 @@ def portfolio_weights(positions: pd.DataFrame, rule: str) -> pd.DataFrame:
     return pos.div(gross.where(gross > 0, 1.0), axis=0)
 
 
+@dataclass(frozen=True)
+class Simulation:
+    """What unit positions did, bar by bar, on a wide (possibly ragged) frame.
+
+    Columns are the symbols then ``portfolio``; ``bars[t, j]`` says symbol ``j`` has a bar
+    on row ``t`` (the portfolio has every row). ``net``, ``turnover`` and ``held`` (gross
+    position held over the bar) are NaN where a symbol has no bar; ``trades`` counts
+    position changes per column (for the portfolio: weight changes of every symbol).
+    """
+
+    index: pd.DatetimeIndex
+    columns: list[str]
+    bars: np.ndarray
+    net: np.ndarray
+    turnover: np.ndarray
+    held: np.ndarray
+    trades: np.ndarray
+
+    def equity(self) -> pd.DataFrame:
+        """Cumulative net equity per column from 1 before its first bar; NaN where it has no bar."""
+        grown = np.cumprod(1.0 + np.where(np.isnan(self.net), 0.0, self.net), axis=0)
+        return pd.DataFrame(np.where(np.isnan(self.net), np.nan, grown), index=self.index, columns=self.columns)
+
+    def returns(self, column: str) -> np.ndarray:
+        """The net returns of one column on its own bars only."""
+        j = self.columns.index(column)
+        return self.net[~np.isnan(self.net[:, j]), j]
+
+
+def simulate(positions: pd.DataFrame, returns: pd.DataFrame, cfg: BacktestConfig, costs: bool = True) -> Simulation:
+    """Trade unit positions against per-bar returns (module docstring: timing, costs, weights).
+
+    Parameters
+    ----------
+    positions : pd.DataFrame
+        One row per bar of the union calendar; NaN where the symbol has no bar (it holds
+        its last position until its next bar), 0 for flat.
+    returns : pd.DataFrame
+        Each symbol's simple return from its previous bar, on its bars; must hold every
+        timestamp and symbol of ``positions`` (extra rows and columns are ignored).
+    cfg : BacktestConfig
+        Rule (portfolio weighting) and costs.
+    costs : bool
+        False trades for free (the buy-and-hold benchmark).
+    """
+    pos = _wide(positions, "positions").astype(np.float64)
+    values = pos.to_numpy()
+    if np.isinf(values).any():
+        raise DataError("positions: infinite values; use 0 for flat and NaN where a symbol has no bar")
+    ret = _aligned_returns(returns, pos)
+    cost_rate = (cfg.cost_bps + cfg.slippage_bps) / 1e4 if costs else 0.0
+    r = ret.to_numpy(dtype=np.float64)
+    bars = ~np.isnan(values)
+    # A symbol without a bar keeps its position to its next bar: no trade, no return until then.
+    r = np.where(bars, r, np.nan)
+    held_pos = _carried(values)
+    sym_net, sym_turn = net_returns_nb(held_pos, r, cost_rate)
+    w = _carried(portfolio_weights(pos, cfg.rule).to_numpy())
+    w_net, w_turn = net_returns_nb(w, r, cost_rate)
+
+    previous = np.vstack([np.zeros((1, values.shape[1])), held_pos[:-1]])
+    previous_w = np.vstack([np.zeros((1, values.shape[1])), w[:-1]])
+    net = np.column_stack([np.where(bars, sym_net, np.nan), w_net.sum(axis=1)])
+    turnover = np.column_stack([np.where(bars, sym_turn, np.nan), w_turn.sum(axis=1)])
+    held = np.column_stack([np.where(bars, np.abs(previous), np.nan), np.abs(previous_w).sum(axis=1)])
+    trades = np.append((bars & (sym_turn > 0)).sum(axis=0), int((w_turn > 0).sum()))
+    all_bars = np.column_stack([bars, np.ones(len(values), dtype=bool)])
+    return Simulation(pos.index, [*pos.columns, PORTFOLIO], all_bars, net, turnover, held, trades)
+
+
+def measure(sim: Simulation, periods_per_year: int | Mapping[str, int] | None = None) -> pd.DataFrame:
+    """``METRICS`` and ``TRADE_METRICS`` of every column of ``sim``, each over its own bars, and a ``note``.
+
+    Parameters
+    ----------
+    periods_per_year
+        One figure for every column, a ``{column: figure}`` mapping, or None to infer each
+        column's from its own bars (``dask_pipeline.calendars``).
+
+    Returns
+    -------
+    pd.DataFrame
+        Index ``curve`` (symbols, ``portfolio``); ``note`` names each undefined (NaN)
+        metric and why (``"sharpe: zero volatility; calmar: no drawdown"``), else "".
+    """
+    rows, notes = [], []
+    for j, name in enumerate(sim.columns):
+        own = sim.bars[:, j]
+        ppy = _periods(periods_per_year, name, sim.index[own])
+        r = np.ascontiguousarray(sim.net[own, j])
+        stats = metrics_nb(r, float(ppy))
+        turn, held = sim.turnover[own, j], sim.held[own, j]
+        n = len(r)
+        rows.append([*stats, int(sim.trades[j]), turn.mean() * ppy if n else np.nan, held.mean() if n else np.nan])
+        notes.append(undefined_metrics(stats, n))
+    table = pd.DataFrame(rows, index=pd.Index(sim.columns, name="curve"), columns=[*METRICS, *TRADE_METRICS])
+    table["trades"] = table["trades"].astype(np.int64)
+    table["note"] = pd.Series(notes, index=table.index, dtype="str")
+    return table
+
+
 def backtest(
-    positions: pd.DataFrame, returns: pd.DataFrame, cfg: BacktestConfig
+    positions: pd.DataFrame, returns: pd.DataFrame, cfg: BacktestConfig,
+    periods_per_year: int | Mapping[str, int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Equity curves and metrics of unit positions against simple returns.
 
     Parameters
     ----------
     positions : pd.DataFrame
-        From ``positions``: one row per bar (contiguous bars of ``returns``; fill 0 for flat).
+        From ``positions``: one row per bar of the union calendar (contiguous bars of
+        ``returns``), 0 for flat, NaN where a symbol has no bar.
     returns : pd.DataFrame
-        Simple returns per bar, ``close[t] / close[t-1] - 1`` on row ``t``; must hold every
-        timestamp and symbol of ``positions`` (extra rows and columns are ignored).
+        Each symbol's return from its previous bar on row ``t`` (``close[t] / close[t-1] - 1``
+        on its own bars); must hold every timestamp and symbol of ``positions``.
     cfg : BacktestConfig
+    periods_per_year
+        Overrides ``cfg.periods_per_year`` (one figure or one per column); when both are
+        None each column's is inferred from its own bars.
 
     Returns
     -------
     equity : pd.DataFrame
         Cumulative net equity (starting from 1 before the first bar), one column per
-        symbol plus ``"portfolio"``.
+        symbol plus ``"portfolio"``; NaN where a symbol has no bar.
     metrics : pd.DataFrame
-        Index symbols plus ``"portfolio"``; columns ``METRICS + TRADE_METRICS``.
+        Index symbols plus ``"portfolio"``; columns ``METRICS + TRADE_METRICS`` and ``note``.
     """
-    pos = _wide(positions, "positions").astype(np.float64)
-    if not np.isfinite(pos.to_numpy()).all():
-        raise DataError("positions: NaN or infinite values; use 0 for flat")
-    ret = _aligned_returns(returns, pos)
-    cost_rate = (cfg.cost_bps + cfg.slippage_bps) / 1e4
-    r = ret.to_numpy(dtype=np.float64)
+    sim = simulate(positions, returns, cfg)
+    return sim.equity(), measure(sim, periods_per_year if periods_per_year is not None else cfg.periods_per_year)
 
-    sym_net, sym_turn = net_returns_nb(np.ascontiguousarray(pos.to_numpy()), r, cost_rate)
-    w = portfolio_weights(pos, cfg.rule).to_numpy()
-    w_net, w_turn = net_returns_nb(np.ascontiguousarray(w), r, cost_rate)
-    port_net = w_net.sum(axis=1)
 
-    nets = np.column_stack([sym_net, port_net])
-    names = [*pos.columns, PORTFOLIO]
-    equity = pd.DataFrame(np.cumprod(1.0 + nets, axis=0), index=pos.index, columns=names)
-
-    held_sym = np.abs(np.vstack([np.zeros((1, pos.shape[1])), pos.to_numpy()[:-1]]))
-    held_port = np.abs(np.vstack([np.zeros((1, w.shape[1])), w[:-1]])).sum(axis=1)
-    ppy = cfg.periods_per_year
-    rows = []
-    for j in range(len(names)):
-        if j < pos.shape[1]:
-            turn, held = sym_turn[:, j], held_sym[:, j]
-            trades = int((turn > 0).sum())
-        else:
-            turn, held = w_turn.sum(axis=1), held_port
-            trades = int((w_turn > 0).sum())
-        stats = metrics_nb(np.ascontiguousarray(nets[:, j]), float(ppy))
-        n = len(turn)
-        rows.append([*stats, trades, turn.mean() * ppy if n else np.nan,
-                     held.mean() if n else np.nan])
-    table = pd.DataFrame(rows, index=pd.Index(names, name="curve"),
-                         columns=[*METRICS, *TRADE_METRICS])
-    table["trades"] = table["trades"].astype(np.int64)
-    return equity, table
+def undefined_metrics(stats: np.ndarray, n: int) -> str:
+    """Which of ``metrics_nb``'s ``stats`` (over ``n`` bars) are undefined, and why: ``""`` when none."""
+    if n == 0:
+        return "no bars"
+    value = dict(zip(METRICS, stats))
+    reasons = []
+    if n == 1:
+        reasons.append("volatility, sharpe: one bar")
+    elif np.isnan(value["sharpe"]):
+        reasons.append("sharpe: zero volatility" if np.isfinite(value["volatility"]) else "sharpe: no annualisation")
+    if np.isnan(value["sortino"]):
+        reasons.append("sortino: no losing bar")
+    if np.isnan(value["calmar"]):
+        reasons.append("calmar: no drawdown")
+    if np.isnan(value["hit_rate"]):
+        reasons.append("hit_rate: never in the market")
+    return "; ".join(reasons)
 
 
 def metrics(returns: pd.Series, periods_per_year: int = 252) -> pd.Series:
@@ -330,3 +436,21 @@ def _aligned_returns(returns: pd.DataFrame, pos: pd.DataFrame) -> pd.DataFrame:
             f"give a position on every bar (0 for flat)"
         )
     return ret.iloc[where][pos.columns]
+
+
+def _carried(values: np.ndarray) -> np.ndarray:
+    """NaN cells (no bar) take the column's last value before them, 0 before its first bar."""
+    frame = pd.DataFrame(values)
+    return np.ascontiguousarray(frame.ffill().fillna(0.0).to_numpy(dtype=np.float64))
+
+
+def _periods(periods_per_year: int | Mapping[str, int] | None, column: str, own: pd.DatetimeIndex) -> float:
+    """The annualisation figure of one column: given, looked up, or inferred from its own bars."""
+    if isinstance(periods_per_year, Mapping):
+        if column in periods_per_year:
+            return float(periods_per_year[column])
+    elif periods_per_year is not None:
+        return float(periods_per_year)
+    if len(own) < 2:
+        return np.nan
+    return float(infer_calendar(own, column).periods_per_year)

@@ -63,9 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--freq", default="1D", choices=["1D", "1h", "5min"])
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=_cmd_synth)
-    imp = data.add_parser("import", help="import CSV files (one per symbol) into a Parquet store")
-    imp.add_argument("source", help="a CSV file or a folder of them")
+    imp = data.add_parser("import", help="import CSV or Parquet bars (one symbol per file, long or wide) into a store")
+    imp.add_argument("source", help="a CSV file or a folder of them, a Parquet file (long, one symbol, or wide closes) "
+                                    "or a Parquet dataset folder (long)")
     imp.add_argument("--out", required=True, help="store root")
+    imp.add_argument("--date-format", metavar="FMT", help="strftime format of the timestamps, e.g. '%%d/%%m/%%Y %%H:%%M'")
+    imp.add_argument("--dayfirst", action="store_true", help="read dates like 02/01/2020 day first (2 January)")
+    imp.add_argument("--tz", metavar="ZONE", help="time zone of naive timestamps, e.g. America/New_York (default UTC)")
     imp.set_defaults(func=_cmd_import)
     val = data.add_parser("validate", help="check every symbol of a Parquet store")
     val.add_argument("root", help="store root")
@@ -147,9 +151,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from dask_pipeline.data import import_csv
+    from dask_pipeline.data import TimeFormat, import_bars
 
-    symbols = import_csv(args.source, args.out)
+    symbols = import_bars(args.source, args.out, TimeFormat(args.date_format, args.dayfirst, args.tz))
     print(f"imported {len(symbols)} symbols into {args.out}: {', '.join(symbols)}")
     return 0
 
@@ -236,8 +240,12 @@ def _quiet_libraries() -> None:
     # The scheduler and workers log every start and stop at INFO; a user wants warnings.
     # A task that raises our own error is reported once, by the CLI, as one line; the
     # workers (child processes, which read this at import) need not log it again.
-    os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical"}))
+    # distributed sizes each message it sends; the profiler's call tree of a deep stack (an
+    # estimator inside a task) exceeds dask.sizeof's recursion and it warns, then sends it anyway.
+    os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical",
+                                                "distributed.sizeof": "error"}))
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("distributed.sizeof").setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

@@ -30,21 +30,49 @@ Leakage controls, both in bars:
   Embargoed bars leave holes inside ``[train_start, train_end]``; ``Fold.train_mask``
   applies them.
 
-For several symbols, generate the folds once on the union of their timestamps and select
-each symbol's rows with ``train_mask`` / ``test_mask`` (timestamp-based, so they work on
-any index, including a stacked multi-symbol one).
+``walk_forward`` lays folds on one index. ``plan_folds`` lays them for a universe of
+symbols with ragged histories and their own calendars:
+
+- **Folds are spans of time shared by every symbol**: a pooled model and the portfolio
+  need one test window for all (per-symbol windows would let one symbol's training rows
+  come from another's test window). They are laid on the union of the symbols'
+  timestamps. ``train/test/step`` as calendar spans (``"2Y"``, ``"6M"``) work for any
+  universe. As bar counts they count bars of the universe's one calendar, so every
+  symbol must have the same calendar (same bar spacing, bars per year within 15 %: the
+  holidays of two exchanges differ, a weekday stock and a 7-day crypto series do not
+  share one); a mixed universe is refused with a ``ConfigError`` asking for spans.
+- ``purge`` and ``embargo`` count each symbol's own bars (``Fold.symbol_train_mask``):
+  a label over ``h`` bars of an hourly series reads ``h`` hours ahead, of a daily one
+  ``h`` days, and ``purge >= h`` holds on every calendar.
+- **Who takes part.** A symbol takes part in a fold when it has at least one bar in the
+  test window and, in the fold's (rolling) training window, at least ``MIN_HISTORY`` of
+  the bars its own calendar gives that stretch of time. Otherwise it sits the fold out
+  (``Fold.sat_out`` says why): not listed yet, delisted, or too short a history. A
+  symbol that delists inside a test window trades until its last bar. Pooled models
+  still train on every training row that exists, those of symbols sitting out included
+  (a delisted symbol's past is data too: no survivorship bias).
+- **Short last window.** The last test window is clipped at the end of the data; when
+  it is shorter than ``min_test`` (default: half of ``test``; bars, or time for a span)
+  it is dropped and ``FoldPlan.notes`` says so. A fold in which no symbol takes part is
+  skipped the same way. Folds are numbered 0.. after both.
+- **Annualisation.** ``Fold.periods_per_year`` holds each symbol's figure
+  (inferred from its whole history, ``dask_pipeline.calendars``, unless the config sets
+  one) and the portfolio's: that of the union of its symbols' timestamps over the span
+  all of them trade.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
+from dask_pipeline.calendars import Calendar, alike, describe_calendars, infer_calendar, union_of
 from dask_pipeline.errors import ConfigError, DataError
 from dask_pipeline.schema import Section
 
@@ -105,7 +133,13 @@ class Fold:
 
     ``embargoed`` lists inclusive ``(start, end)`` ranges inside ``[train_start, train_end]``
     that are not training rows. ``n_train`` / ``n_test`` count bars of the index the folds
-    were generated on.
+    were generated on. ``purge``, ``embargo`` and ``embargo_after`` (the ends of earlier
+    test windows) let ``symbol_train_mask`` apply them on any one symbol's own bars.
+
+    From ``plan_folds``: ``symbols`` take part, ``sat_out`` holds ``(symbol, why)`` for the
+    others, ``periods_per_year`` holds ``(symbol, figure)`` for every symbol and
+    ``("portfolio", figure)``. Empty when the folds were laid on one index alone: then
+    every symbol given takes part.
     """
 
     index: int
@@ -116,6 +150,12 @@ class Fold:
     n_train: int
     n_test: int
     embargoed: tuple[tuple[pd.Timestamp, pd.Timestamp], ...] = ()
+    purge: int = 0
+    embargo: int = 0
+    embargo_after: tuple[pd.Timestamp, ...] = ()
+    symbols: tuple[str, ...] = ()
+    sat_out: tuple[tuple[str, str], ...] = ()
+    periods_per_year: tuple[tuple[str, int], ...] = ()
 
     def train_mask(self, timestamps) -> np.ndarray:
         """Boolean mask of the training rows among ``timestamps`` (any DatetimeIndex-like)."""
@@ -125,14 +165,43 @@ class Fold:
             mask &= ~np.asarray((ts >= start) & (ts <= end))
         return mask
 
+    def symbol_train_mask(self, timestamps) -> np.ndarray:
+        """Training rows among one symbol's own increasing ``timestamps``, purge and embargo in its bars.
+
+        Its bars from ``train_start`` to before ``test_start``, less its last ``purge`` bars
+        before ``test_start`` and its first ``embargo`` bars after each earlier test
+        window. On the index the folds were laid on this equals ``train_mask``.
+        """
+        ts = pd.DatetimeIndex(timestamps)
+        mask = np.zeros(len(ts), dtype=bool)
+        lo = int(ts.searchsorted(self.train_start, side="left"))
+        hi = int(ts.searchsorted(self.test_start, side="left")) - self.purge
+        if hi > lo:
+            mask[lo:hi] = True
+        for end in self.embargo_after:
+            after = int(ts.searchsorted(end, side="right"))
+            mask[after : after + self.embargo] = False
+        return mask
+
     def test_mask(self, timestamps) -> np.ndarray:
         """Boolean mask of the test rows among ``timestamps``."""
         ts = pd.DatetimeIndex(timestamps)
         return np.asarray((ts >= self.test_start) & (ts <= self.test_end))
 
+    def takes_part(self, symbol: str) -> bool:
+        """Whether ``symbol`` is traded in this fold (always, for folds laid on one index)."""
+        return not self.symbols or symbol in self.symbols
+
+    def annualisation(self) -> dict[str, int]:
+        """``periods_per_year`` as a dict (empty for folds laid on one index)."""
+        return dict(self.periods_per_year)
+
 
 class FoldsConfig(Section):
-    """``folds`` section: walk-forward layout (defaults: daily bars, 2y train, 6m test)."""
+    """``folds`` section: walk-forward layout (defaults: daily bars, 2y train, 6m test).
+
+    ``min_test``: the shortest last test window kept (bars or a span); default half of ``test``.
+    """
 
     mode: Literal["rolling", "expanding"] = "rolling"
     train: int | str = 504
@@ -140,8 +209,9 @@ class FoldsConfig(Section):
     step: int | str | None = None
     purge: int | None = Field(default=None, ge=0)
     embargo: int = Field(default=0, ge=0)
+    min_test: int | str | None = None
 
-    @field_validator("train", "test", "step")
+    @field_validator("train", "test", "step", "min_test")
     @classmethod
     def _size(cls, value):
         if value is None:
@@ -235,7 +305,8 @@ def walk_forward(
                 f"fold {len(folds)} (test from {idx[start]}): no training bars left after "
                 f"purge {purge} and embargo {embargo}"
             )
-        folds.append(_make_fold(len(folds), idx, train_rows, start, end))
+        earlier = tuple(idx[e - 1] for e in test_ends) if embargo else ()
+        folds.append(_make_fold(len(folds), idx, train_rows, start, end, purge, embargo, earlier))
         test_ends.append(end)
         if end >= n:
             break
@@ -243,7 +314,9 @@ def walk_forward(
 
 
 def make_folds(index: pd.DatetimeIndex, cfg: FoldsConfig, horizon: int) -> list[Fold]:
-    """Folds from the ``folds`` config section; ``purge`` unset means the label ``horizon``.
+    """Folds on one index from the ``folds`` config section; ``purge`` unset means the label ``horizon``.
+
+    A last test window shorter than ``folds.min_test`` is dropped (``plan_folds`` also says so).
 
     Raises
     ------
@@ -251,15 +324,179 @@ def make_folds(index: pd.DatetimeIndex, cfg: FoldsConfig, horizon: int) -> list[
         When ``folds.purge`` is set below the label horizon (training labels would read
         test bars).
     """
+    return _laid_out(index, cfg, horizon)[0]
+
+
+#: The share of the bars its calendar gives a fold's training window that a symbol needs
+#: there to take part in the fold (a few missing days are data holes, months are a late listing).
+MIN_HISTORY = 0.9
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """``plan_folds``' result: the folds, each symbol's calendar and timestamps, and what was dropped or skipped."""
+
+    folds: list[Fold]
+    calendars: dict[str, Calendar]
+    notes: list[str]
+    stamps: dict[str, pd.DatetimeIndex]
+
+
+def plan_folds(
+    stamps: Mapping[str, pd.DatetimeIndex], cfg: FoldsConfig, horizon: int, periods_per_year: int | None = None
+) -> FoldPlan:
+    """Folds for a universe of symbols with ragged histories (see the module docstring).
+
+    Parameters
+    ----------
+    stamps
+        Each symbol's own timestamps over the run's date range, in the run's symbol order.
+    cfg, horizon
+        The ``folds`` section and ``label.horizon`` (the default purge).
+    periods_per_year
+        ``backtest.periods_per_year`` when the config sets it (then every symbol and the
+        portfolio use it); None infers each symbol's from its calendar.
+
+    Returns
+    -------
+    FoldPlan
+
+    Raises
+    ------
+    ConfigError
+        Bar counts over symbols whose calendars differ; bad sizes.
+    DataError
+        Too little data for one fold, or no symbol with enough history in any fold.
+    """
+    from dask_pipeline.backtest import PORTFOLIO
+
+    calendars = {s: infer_calendar(ix, f"symbol {s}") for s, ix in stamps.items()}
+    counts = [f"folds.{k}={getattr(cfg, k)}" for k in ("train", "test", "step", "min_test")
+              if getattr(cfg, k) is not None and parse_size(getattr(cfg, k)).is_bars]
+    if counts and not alike(calendars.values()):
+        raise ConfigError(
+            f"{', '.join(counts)} count bars, but the symbols' calendars differ ({describe_calendars(calendars)}): "
+            "give folds.train, folds.test and folds.step as calendar spans such as '2Y', '6M', '30D'"
+        )
+    union = union_of(stamps.values())
+    folds, notes = _laid_out(union, cfg, horizon)
+    train = parse_size(cfg.train)
+    portfolio: dict[tuple[str, ...], int] = {}
+    planned: list[Fold] = []
+    for fold in folds:
+        history_start = _history_start(union, fold, train)
+        taking, sat_out = [], []
+        for symbol, index in stamps.items():
+            why = _sits_out(index, calendars[symbol], fold, history_start)
+            if why is None:
+                taking.append(symbol)
+            else:
+                sat_out.append((symbol, why))
+        if not taking:
+            notes.append(f"folds: skipped the test window from {_when(fold.test_start)}: no symbol has enough "
+                         f"history before it")
+            continue
+        key = tuple(taking)
+        if key not in portfolio:
+            portfolio[key] = periods_per_year or _union_calendar({s: stamps[s] for s in taking}).periods_per_year
+        figures = [(s, periods_per_year or calendars[s].periods_per_year) for s in stamps]
+        planned.append(replace(fold, index=len(planned), symbols=key, sat_out=tuple(sat_out),
+                               periods_per_year=(*figures, (PORTFOLIO, portfolio[key]))))
+    if not planned:
+        raise DataError(f"no fold has a symbol with at least {MIN_HISTORY:.0%} of its training window's bars; "
+                        "shorten folds.train, or widen data.start / data.end")
+    never = [s for s in stamps if not any(s in f.symbols for f in planned)]
+    if never:
+        shown = ", ".join(never[:6]) + (", ..." if len(never) > 6 else "")
+        notes.append(f"folds: {shown} sit{'s' if len(never) == 1 else ''} out every fold (too little history "
+                     "in each training window, or no bars in any test window)")
+    return FoldPlan(planned, calendars, notes, dict(stamps))
+
+
+def _union_calendar(stamps: Mapping[str, pd.DatetimeIndex]) -> Calendar:
+    """The calendar of the union of the symbols' timestamps while all of them trade.
+
+    Over the whole sample a union of ragged histories would average, say, years of daily
+    bars with the months an hourly series joined them; the span they share is what the
+    portfolio of those symbols trades on (and for one symbol, its own calendar).
+    """
+    first = max(ix[0] for ix in stamps.values())
+    last = min(ix[-1] for ix in stamps.values())
+    union = union_of(stamps.values())
+    shared = union[(union >= first) & (union <= last)] if first < last else union
+    return infer_calendar(shared if len(shared) > 1 else union, "portfolio")
+
+
+def _laid_out(index: pd.DatetimeIndex, cfg: FoldsConfig, horizon: int) -> tuple[list[Fold], list[str]]:
+    """``walk_forward`` with the config's purge default, less a last test window shorter than ``min_test``."""
     purge = horizon if cfg.purge is None else cfg.purge
     if purge < horizon:
         raise ConfigError(
             f"folds.purge={purge} is below label.horizon={horizon}: training labels would "
             f"read bars of the test window"
         )
-    return walk_forward(
+    folds = walk_forward(
         index, cfg.train, cfg.test, cfg.step, mode=cfg.mode, purge=purge, embargo=cfg.embargo
     )
+    last = folds[-1]
+    test = _size(cfg.test, "test")
+    minimum = None if cfg.min_test is None else _size(cfg.min_test, "min_test")
+    if last.test_end != index[-1] or not _too_short(index, last, test, minimum):
+        return folds, []
+    shown = str(minimum) if minimum is not None else f"half of folds.test {test}"
+    window = f"the last test window, {_when(last.test_start)} to {_when(last.test_end)} ({last.n_test} bars)"
+    if len(folds) == 1:
+        raise DataError(f"{window} is shorter than folds.min_test ({shown}) and is the only one; shorten "
+                        "folds.train or folds.test, lower folds.min_test, or widen data.start / data.end")
+    return folds[:-1], [f"folds: dropped {window}: shorter than folds.min_test ({shown})"]
+
+
+def _too_short(index: pd.DatetimeIndex, fold: Fold, test: Size, minimum: Size | None) -> bool:
+    """Whether the (clipped) last test window is shorter than ``minimum`` (None: half of ``test``)."""
+    if minimum is None:
+        if test.is_bars:
+            return fold.n_test < max(1, test.count // 2)
+        # Time covered, the last bar's own period included, against half the nominal span.
+        covered = fold.test_end + _spacing(index) - fold.test_start
+        return covered < ((fold.test_start + test.offset()) - fold.test_start) / 2
+    if minimum.is_bars:
+        return fold.n_test < minimum.count
+    return fold.test_start + minimum.offset() > fold.test_end + _spacing(index)
+
+
+def _spacing(index: pd.DatetimeIndex) -> pd.Timedelta:
+    if len(index) < 2:
+        return pd.Timedelta(0)
+    return pd.Timedelta(int(np.median(np.diff(index.as_unit("ns").asi8))), unit="ns")
+
+
+def _history_start(union: pd.DatetimeIndex, fold: Fold, train: Size) -> pd.Timestamp:
+    """Start of the fold's rolling training window (also in expanding mode: the history a symbol needs)."""
+    if train.is_bars:
+        return union[max(int(union.searchsorted(fold.test_start)) - train.count, 0)]
+    return fold.test_start - train.offset()
+
+
+def _sits_out(index: pd.DatetimeIndex, calendar: Calendar, fold: Fold, history_start: pd.Timestamp) -> str | None:
+    """Why a symbol with these bars sits the fold out, or None when it takes part."""
+    first_test = int(index.searchsorted(fold.test_start, side="left"))
+    if int(index.searchsorted(fold.test_end, side="right")) <= first_test:
+        if index[-1] < fold.test_start:
+            return f"no bars in the test window (its last bar is {_when(index[-1])})"
+        if index[0] > fold.test_end:
+            return f"no bars in the test window (its first bar is {_when(index[0])})"
+        return "no bars in the test window"
+    have = first_test - int(index.searchsorted(history_start, side="left"))
+    need = calendar.expected_bars(fold.test_start - history_start)
+    if have < MIN_HISTORY * need:
+        return (f"too little history: {have} of about {need:.0f} bars in the training window from "
+                f"{_when(history_start)}")
+    return None
+
+
+def _when(stamp: pd.Timestamp) -> str:
+    """A timestamp as a person reads it: the date, and the time of day when it has one."""
+    return f"{stamp:%Y-%m-%d}" if stamp == stamp.normalize() else f"{stamp:%Y-%m-%d %H:%M}"
 
 
 def folds_from_dates(
@@ -380,7 +617,8 @@ def _train_rows(idx, start, nominal, train: Size, mode, purge, embargo, test_end
     return np.arange(lo, hi)[keep]
 
 
-def _make_fold(number: int, idx, rows: np.ndarray, start: int, end: int) -> Fold:
+def _make_fold(number: int, idx, rows: np.ndarray, start: int, end: int, purge: int, embargo: int,
+               earlier: tuple[pd.Timestamp, ...]) -> Fold:
     holes = []
     gaps = np.flatnonzero(np.diff(rows) > 1)
     for g in gaps:
@@ -394,4 +632,7 @@ def _make_fold(number: int, idx, rows: np.ndarray, start: int, end: int) -> Fold
         n_train=len(rows),
         n_test=end - start,
         embargoed=tuple(holes),
+        purge=purge,
+        embargo=embargo,
+        embargo_after=earlier,
     )

@@ -7,6 +7,11 @@ token (``key_split``), so it shows the name; the token makes a key unique to its
 so two runs or two trials sharing a cluster never mistake each other's results. Each
 task also carries a ``stage`` annotation (load, features, fit, ...) that monitoring and
 ``run.json`` group by.
+
+A graph module may also have ``check(cfg)``, which the runner calls before any cluster
+starts (what can be refused from the config and the store alone), and may tell the user
+things while it is built or driven: ``note(...)`` prints a ``note:`` line and lands in
+``run.json``'s ``notes``, ``record(key, value)`` lands in ``run.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import functools
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +213,109 @@ def load_graph(name: str) -> Any:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"'graph': unknown graph {name!r}{hint}; known: {', '.join(graph_names())}")
     return importlib.import_module(f"dask_pipeline.graphs.{name}")
+
+
+# ----------------------------------------------------------------- notes and checks
+
+
+@dataclass
+class RunNotes:
+    """What graphs tell the user while they are built or driven: ``note`` lines and ``run.json`` entries."""
+
+    echo: Callable[..., Any]
+    lines: list[str] = field(default_factory=list)
+    entries: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The ``run.json`` entries: ``notes`` (the lines) and every ``record``-ed key."""
+        return {"notes": list(self.lines), **self.entries}
+
+
+_NOTES: contextvars.ContextVar[RunNotes | None] = contextvars.ContextVar("run_notes", default=None)
+
+
+@contextlib.contextmanager
+def run_notes(echo: Callable[..., Any] = print) -> Iterator[RunNotes]:
+    """Collect ``note`` and ``record`` calls made while a run builds or drives its graph (the runner sets this)."""
+    notes = RunNotes(echo)
+    token = _NOTES.set(notes)
+    try:
+        yield notes
+    finally:
+        _NOTES.reset(token)
+
+
+def run_record() -> dict[str, Any]:
+    """The current run's notes and recorded entries for ``run.json`` (empty outside ``run_notes``)."""
+    notes = _NOTES.get()
+    return {} if notes is None else notes.record()
+
+
+def note(message: str) -> None:
+    """Tell the user one thing about the run (a dropped window, a symbol sitting out): a ``note: ...`` line
+    now, and the ``notes`` list of ``run.json``. Outside a run (a graph built by hand) nobody is told."""
+    notes = _NOTES.get()
+    if notes is not None and message not in notes.lines:
+        notes.lines.append(message)
+        notes.echo(f"note: {message}")
+
+
+def record(key: str, value: Any) -> None:
+    """Keep ``value`` (JSON-able) under ``key`` in the run's ``run.json``; outside a run, nothing."""
+    notes = _NOTES.get()
+    if notes is not None:
+        notes.entries[key] = value
+
+
+def fold_plan(cfg: Any) -> Any:
+    """The run's walk-forward folds over every symbol's own calendar (``dask_pipeline.folds.plan_folds``).
+
+    Reads only each symbol's timestamps (the ``close`` column) on the client. Raises
+    ``DataError`` naming a symbol too short for one row of features and label, or too
+    little data for one fold; ``ConfigError`` for bar counts over mixed calendars.
+    """
+    from dask_pipeline.data import load_bars
+    from dask_pipeline.folds import plan_folds
+    from dask_pipeline.walkforward import min_history, require_history
+
+    data = cfg.data
+    stamps = {s: load_bars(data.root, s, data.start, data.end, columns=["close"]).index for s in symbols_of(cfg)}
+    require_history({s: len(i) for s, i in stamps.items()}, min_history(cfg.features, cfg.label.horizon), data)
+    return plan_folds(stamps, cfg.folds, cfg.label.horizon, cfg.backtest.periods_per_year)
+
+
+def tell_plan(plan: Any) -> None:
+    """``note`` the plan's notes and ``record`` its calendars (each symbol's, the portfolio's per fold)."""
+    for line in plan.notes:
+        note(line)
+    used = {s: p for f in plan.folds for s, p in f.periods_per_year}
+    record("calendars", {
+        s: {"bars": c.bars, "first": c.first.isoformat(), "last": c.last.isoformat(), "bar": c.describe(),
+            "periods_per_year": used.get(s, c.periods_per_year)}
+        for s, c in plan.calendars.items()
+    })
+    record("portfolio_periods_per_year", {str(f.index): dict(f.periods_per_year).get("portfolio") for f in plan.folds})
+
+
+def require_volume(cfg: Any) -> None:
+    """Raise ``ConfigError`` when an indicator that needs volume meets a symbol without any (price-only bars).
+
+    Reads the ``volume`` column of each symbol, and only when the feature set has such an
+    indicator (``obv``, ``volume_z``).
+    """
+    from dask_pipeline.data import load_bars
+    from dask_pipeline.features.engine import INDICATORS
+
+    needy = [f"{s.name}" for s in cfg.features.indicators if INDICATORS[s.name].needs_volume]
+    if not needy:
+        return
+    data = cfg.data
+    for symbol in symbols_of(cfg):
+        volume = load_bars(data.root, symbol, data.start, data.end, columns=["volume"], dtype="float64")["volume"]
+        if len(volume) and volume.isna().all():
+            raise ConfigError(
+                f"'features.indicators': {', '.join(sorted(set(needy)))} need{'s' if len(set(needy)) == 1 else ''} "
+                f"volume, and symbol {symbol} in "
+                f"{data.root} has none (price-only bars); leave them out of features.indicators (the default set "
+                f"has them) or leave {symbol} out with data.symbols"
+            )

@@ -19,7 +19,8 @@ Conventions of ``fit_fold``:
   ``P(up) = 0.5`` and the ``threshold`` rule needs ``|P(up) - 0.5| > threshold``.
 - Importances: impurity-based where the model has ``feature_importances_`` (forests,
   summing to 1); otherwise permutation importance on the test slice (rows with finite
-  features and label), in units of the estimator's score (R^2 or accuracy) lost.
+  features and label), in units of the estimator's score (R^2 or accuracy) lost; NaN
+  where that score is undefined (fewer than two such rows, or a constant label).
 - Randomness: ``random_state`` comes from ``model_seed(seed, fold_index, symbol)``
   (``np.random.SeedSequence``); estimators run with ``n_jobs=1``. Same inputs, same bits.
 - Device (``model.device``): ``cpu``, ``cuda`` (models whose ``ModelSpec.devices`` include
@@ -490,12 +491,18 @@ def _permutation(estimator, Ste, rows, test_y, task, random_state) -> np.ndarray
         return np.full(n_features, np.nan)
     yte = _vector(test_y, "test_y", len(Ste))
     usable = rows & np.isfinite(yte)
-    if not usable.any():
+    # The score (R^2, accuracy) of fewer than two rows, or of a constant target, is
+    # undefined: NaN importances, not a warning per feature and repeat from every worker.
+    if usable.sum() < 2 or np.ptp(yte[usable]) == 0:
         return np.full(n_features, np.nan)
+    from sklearn.exceptions import UndefinedMetricWarning
+
     target = yte[usable].astype(np.int64) if task == "classification" else yte[usable]
-    result = permutation_importance(
-        estimator, Ste[usable], target, n_repeats=5, random_state=random_state, n_jobs=1
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        result = permutation_importance(
+            estimator, Ste[usable], target, n_repeats=5, random_state=random_state, n_jobs=1
+        )
     return np.asarray(result.importances_mean, dtype=np.float64)
 
 

@@ -122,6 +122,12 @@ def _contents(ids: list[tuple[str, str]]) -> str:
     return f"<nav>{links}</nav>"
 
 
+def _when(stamp: Any) -> str:
+    """A timestamp as a person reads it: the date, and the time of day when it has one."""
+    stamp = pd.Timestamp(stamp)
+    return f"{stamp:%Y-%m-%d}" if stamp == stamp.normalize() else f"{stamp:%Y-%m-%d %H:%M}"
+
+
 def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
     path = run_dir / name
     return pd.read_parquet(path) if path.is_file() else None
@@ -148,6 +154,7 @@ def summary_section(page: _Page, record: dict[str, Any]) -> None:
     vtable = _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])) if versions else ""
     thresholds = record.get("thresholds") or []
     warn = "".join(f"<p class=\"warning\">warning: {_esc(t.get('message', t))}</p>" for t in thresholds)
+    warn += "".join(f"<p class=\"note\">note: {_esc(line)}</p>" for line in record.get("notes") or [])
     page.section("summary", "Run summary", warn, table,
                  f"<details><summary>Versions</summary>{vtable}</details>" if vtable else "")
 
@@ -163,7 +170,7 @@ def headline(run_dir: Path, record: dict[str, Any]) -> list[tuple[str, Any]]:
         portfolio = folds[folds["curve"] == "portfolio"]
         if not portfolio.empty:
             rows.append(("folds", len(portfolio)))
-            for metric in ("sharpe", "total_return", "max_drawdown"):
+            for metric in ("sharpe", "total_return", "excess_return", "max_drawdown"):
                 if metric in portfolio:
                     rows.append((f"portfolio {metric} (mean over folds)", f"{portfolio[metric].mean():.4g}"))
     equity = _read(run_dir, "equity.parquet")
@@ -242,44 +249,56 @@ def stages_section(page: _Page, record: dict[str, Any]) -> None:
     page.section("stages", "Stage timings", page.figure("stages", draw, (10, 0.5 * len(frame) + 1.5)), _table(table))
 
 
-def chain_equity(equity: pd.DataFrame) -> pd.DataFrame:
+def chain_equity(equity: pd.DataFrame, column: str = "equity") -> pd.DataFrame:
     """One continuous curve per ``curve``: each fold's equity (starting from 1) compounded on the last.
 
     Parameters
     ----------
     equity
-        ``equity.parquet``: long format with ``fold``, ``curve``, ``timestamp``, ``equity``.
+        ``equity.parquet``: long format with ``fold``, ``curve``, ``timestamp`` and ``column``.
+    column
+        ``equity`` (the strategy) or ``buy_and_hold`` (its benchmark).
 
     Returns
     -------
     DataFrame
-        ``timestamp`` index, one column per curve, and the chained equity as values.
+        ``timestamp`` index, one column per curve, and the chained equity as values; NaN
+        where a curve has no bar (a symbol before it lists, after it delists, on another
+        symbol's calendar, in folds it sat out).
     """
     chained = []
     for curve, part in equity.groupby("curve", sort=True):
         part = part.sort_values(["fold", "timestamp"])
-        ends = part.groupby("fold", sort=True)["equity"].last()
+        ends = part.groupby("fold", sort=True)[column].last()
         # Each fold restarts at 1: scale it by the product of the earlier folds' final equity.
         base = ends.cumprod().shift(1, fill_value=1.0)
-        values = part["equity"].to_numpy() * part["fold"].map(base).to_numpy()
-        chained.append(pd.Series(values, index=pd.DatetimeIndex(part["timestamp"]), name=str(curve)))
-    frame = pd.concat(chained, axis=1).sort_index()
-    return frame
+        values = part[column].to_numpy() * part["fold"].map(base).to_numpy()
+        series = pd.Series(values, index=pd.DatetimeIndex(part["timestamp"]), name=str(curve))
+        # A fold closes its positions on the bar where the next one opens: one instant, and
+        # the later fold's row (scaled by the earlier's final equity) holds both.
+        chained.append(series[~series.index.duplicated(keep="last")])
+    return pd.concat(chained, axis=1, sort=True)
 
 
 def equity_section(page: _Page, record: dict[str, Any]) -> None:
-    """Portfolio and per-symbol equity curves over all test windows, with drawdowns."""
+    """Portfolio and per-symbol equity curves over all test windows, beside buy-and-hold, with drawdowns."""
     equity = _read(page.run_dir, "equity.parquet")
     if equity is None or equity.empty:
         return
     curves = chain_equity(equity)
+    held = chain_equity(equity, "buy_and_hold") if "buy_and_hold" in equity else None
     portfolio = curves["portfolio"].dropna() if "portfolio" in curves else None
     symbols = curves.drop(columns=["portfolio"], errors="ignore")
     blocks = []
     if portfolio is not None:
         def draw_portfolio(fig: Any) -> None:
             top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-            top.plot(portfolio.index, portfolio.to_numpy(), color="C0")
+            top.plot(portfolio.index, portfolio.to_numpy(), color="C0", label="strategy")
+            if held is not None:
+                benchmark = held["portfolio"].dropna()
+                top.plot(benchmark.index, benchmark.to_numpy(), color="#777", lw=1, ls="--",
+                         label="buy-and-hold (equal weight)")
+                top.legend(loc="best")
             top.axhline(1.0, color="#999", lw=0.8)
             top.set_ylabel("equity")
             top.set_title("Portfolio equity, test windows chained fold by fold")
@@ -289,28 +308,45 @@ def equity_section(page: _Page, record: dict[str, Any]) -> None:
 
         blocks.append(page.figure("equity-portfolio", draw_portfolio, (10, 5)))
     if not symbols.empty:
+        labelled = symbols.shape[1] <= MAX_LABELLED_CURVES
+
         def draw_symbols(fig: Any) -> None:
             top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-            for name in symbols:
+            for i, name in enumerate(symbols):
+                # Each line starts and ends where its symbol does: only its own bars.
                 series = symbols[name].dropna()
-                top.plot(series.index, series.to_numpy(), lw=0.9, label=name)
-                bottom.plot(series.index, (series / series.cummax() - 1).to_numpy(), lw=0.7)
+                top.plot(series.index, series.to_numpy(), lw=0.9, color=f"C{i % 10}", label=name)
+                if held is not None and labelled and name in held:
+                    benchmark = held[name].dropna()
+                    top.plot(benchmark.index, benchmark.to_numpy(), lw=0.7, ls=":", color=f"C{i % 10}")
+                bottom.plot(series.index, (series / series.cummax() - 1).to_numpy(), lw=0.7, color=f"C{i % 10}")
             top.axhline(1.0, color="#999", lw=0.8)
             top.set_ylabel("equity")
-            top.set_title("Per-symbol equity")
-            if symbols.shape[1] <= MAX_LABELLED_CURVES:
+            top.set_title("Per-symbol equity (dotted: buy-and-hold)" if held is not None and labelled
+                          else "Per-symbol equity")
+            if labelled:
                 top.legend(ncol=4, fontsize="small")
             bottom.set_ylabel("drawdown")
 
         blocks.append(page.figure("equity-symbols", draw_symbols, (10, 5)))
-    final = curves.ffill().iloc[-1]
-    drawdowns = (curves / curves.cummax() - 1).min()
-    table = pd.DataFrame({"curve": final.index, "final equity": final.to_numpy(), "max drawdown": drawdowns.to_numpy()})
+    rows = []
+    for name in curves:
+        series = curves[name].dropna()
+        row = {"curve": name, "first": series.index[0], "last": series.index[-1], "final equity": series.iloc[-1],
+               "max drawdown": float((series / series.cummax() - 1).min())}
+        if held is not None and name in held and held[name].notna().any():
+            row["buy-and-hold final equity"] = held[name].dropna().iloc[-1]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for column in ("first", "last"):
+        table[column] = table[column].map(_when)
     page.section("equity", "Equity curves", *blocks, _table(table))
 
 
-FOLD_COLUMNS = ["fold", "test_start", "test_end", "n_test", "total_return", "cagr", "volatility", "sharpe",
-                "sortino", "max_drawdown", "hit_rate", "trades", "turnover", "exposure"]
+FOLD_COLUMNS = ["fold", "test_start", "test_end", "symbols", "n_test", "periods_per_year", "total_return", "cagr",
+                "volatility", "sharpe", "sortino", "max_drawdown", "hit_rate", "trades", "turnover", "exposure",
+                "buy_and_hold_return", "excess_return", "information_ratio", "note"]
+MAX_SAT_OUT_ROWS = 40
 
 
 def folds_section(page: _Page, record: dict[str, Any]) -> None:
@@ -321,10 +357,14 @@ def folds_section(page: _Page, record: dict[str, Any]) -> None:
     portfolio = folds[folds["curve"] == "portfolio"].sort_values("fold")
     if portfolio.empty:
         return
+    symbols = folds[folds["curve"] != "portfolio"]
+    if "status" in symbols:
+        traded = symbols[symbols["status"] == "traded"].groupby("fold")["curve"].count()
+        portfolio = portfolio.assign(symbols=portfolio["fold"].map(traded).fillna(0).astype(int))
     table = portfolio[[c for c in FOLD_COLUMNS if c in portfolio]].copy()
     for column in ("test_start", "test_end"):
         if column in table:
-            table[column] = table[column].dt.strftime("%Y-%m-%d")
+            table[column] = table[column].map(_when)
     blocks = []
     if "sharpe" in portfolio:
         def draw(fig: Any) -> None:
@@ -338,7 +378,29 @@ def folds_section(page: _Page, record: dict[str, Any]) -> None:
             ax.legend()
 
         blocks.append(page.figure("folds-sharpe", draw))
-    page.section("folds", "Per-fold metrics (portfolio)", *blocks, _table(table))
+    page.section("folds", "Per-fold metrics (portfolio)", *blocks, _table(table), _sat_out(symbols))
+
+
+def _sat_out(symbols: pd.DataFrame) -> str:
+    """Which folds each symbol sat out and why (``status`` of ``folds.parquet``), or that none did."""
+    if "status" not in symbols:
+        return ""
+    out = symbols[symbols["status"] != "traded"].sort_values(["curve", "fold"])
+    n_symbols = symbols["curve"].nunique()
+    if out.empty:
+        return f"<p>Every one of the {n_symbols} symbols traded in every fold.</p>"
+    rows = []
+    for symbol, part in out.groupby("curve", sort=True):
+        reasons = part.drop_duplicates("note")
+        rows.append({"symbol": symbol, "folds sat out": ", ".join(str(f) for f in part["fold"]),
+                     "why": "; ".join(f"fold {f}: {n}" for f, n in zip(reasons["fold"], reasons["note"]))})
+    table = pd.DataFrame(rows)
+    more = (f'<p class="note">... and {len(table) - MAX_SAT_OUT_ROWS} more symbols</p>'
+            if len(table) > MAX_SAT_OUT_ROWS else "")
+    traded_all = n_symbols - len(table)
+    return (f"<h3>Symbols sitting folds out</h3><p>{traded_all} of {n_symbols} symbols traded in every fold; "
+            "a symbol sits a fold out without bars in its test window or with too little history before it.</p>"
+            + _table(table.head(MAX_SAT_OUT_ROWS)) + more)
 
 
 def importances_section(page: _Page, record: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from dask_pipeline.cluster import connect, describe
 from dask_pipeline.config import Config, dump_config, redact
 from dask_pipeline.errors import ConfigError, ThresholdError
-from dask_pipeline.graph import gpu_workers, load_graph, stages_of, symbols_of
+from dask_pipeline.graph import gpu_workers, load_graph, run_notes, run_record, stages_of, symbols_of
 from dask_pipeline.monitor import (StageMonitor, check_thresholds, format_table, portfolio_metrics, progress_display,
                                    stage_times, task_dependencies)
 from dask_pipeline.preflight import check_workers
@@ -64,10 +64,13 @@ def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = Fal
         echo(f"resuming: {len(list(cfg.checkpoint_dir.iterdir()))} checkpoints in {cfg.checkpoint_dir}")
     graph = load_graph(cfg.graph)
     symbols_of(cfg)  # a missing symbol fails here, before any cluster starts
-    if client is not None:
-        return _compute_and_write(cfg, graph, client, echo, progress)
-    with connect(cfg.cluster) as own_client:
-        return _compute_and_write(cfg, graph, own_client, echo, progress)
+    if hasattr(graph, "check"):
+        graph.check(cfg)  # what the graph can refuse from the config and the store alone
+    with run_notes(echo):  # notes the graph gives while it is built or driven: echoed, and in run.json
+        if client is not None:
+            return _compute_and_write(cfg, graph, client, echo, progress)
+        with connect(cfg.cluster) as own_client:
+            return _compute_and_write(cfg, graph, own_client, echo, progress)
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -164,6 +167,7 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
         "cluster": cluster,
         "versions": versions(),
         "outputs": outputs_written,
+        **run_record(),
     }
     files.append(write_text(run_dir / "config.yaml", dump_config(cfg)))
     files.append(write_text(run_dir / "run.json", redact(json.dumps(record, indent=2, default=str)) + "\n"))

@@ -7,6 +7,8 @@ wave scans (on the GPU worker of a ``local-cuda`` cluster).
 
 from dask_pipeline.graphs import datacheck, walkforward, wavescan
 
+check = walkforward.check
+
 
 def build(cfg):
     """``summary``, ``folds``, ``predictions``, ``equity``, ``importances`` and ``waves``."""

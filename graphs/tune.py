@@ -5,6 +5,9 @@ from dask_pipeline.graphs import walkforward
 from dask_pipeline.tuning import open_study, run_study, share_inputs, study_outputs
 
 
+check = walkforward.check  # the same inputs and folds as a walk-forward
+
+
 def drive(cfg, client, echo):
     """``trials``, ``best_params``, ``best_config.yaml`` (plots go to ``plots/``), and the best
     trial's walk-forward tables: ``folds``, ``predictions``, ``equity``, ``importances``."""

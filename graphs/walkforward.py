@@ -1,17 +1,22 @@
 """Walk-forward study: per symbol load -> features; per fold fit -> backtest; one aggregate."""
 
-from dask_pipeline.data import load_bars
-from dask_pipeline.folds import make_folds
-from dask_pipeline.graph import checkpointed, features_tasks, gpu_workers_present, symbols_of, task
+from dask_pipeline.graph import (checkpointed, features_tasks, fold_plan, gpu_workers_present, require_volume,
+                                 symbols_of, task, tell_plan)
 from dask_pipeline.models import resolve_device
-from dask_pipeline.walkforward import (TABLES, aggregate_folds, backtest_fold, min_history, require_history, table,
-                                      train_fold, union_index)
+from dask_pipeline.walkforward import TABLES, aggregate_folds, backtest_fold, table, train_fold
+
+
+def check(cfg):
+    """Before any cluster starts: volume indicators on price-only symbols, and a fold layout that works."""
+    require_volume(cfg)
+    fold_plan(cfg)
 
 
 def build(cfg):
     """``folds``, ``predictions``, ``equity``, ``importances`` of a walk-forward over every symbol.
 
-    Every fold task takes the shared ``load-<S>`` / ``features-<S>`` results by key; each
+    Folds are laid out on the client from each symbol's own timestamps (``fold_plan``);
+    every fold task takes the shared ``load-<S>`` / ``features-<S>`` results by key; each
     fold's result is checkpointed under ``cfg.checkpoint_dir`` so ``--resume`` recomputes
     only the folds an interrupted run had not finished.
     """
@@ -19,15 +24,12 @@ def build(cfg):
     per_symbol = features_tasks(cfg)
     bars = [per_symbol[s][0] for s in symbols]
     features = [per_symbol[s][1] for s in symbols]
-    # Folds are laid out on the client from the union of timestamps: only closes are read.
-    stamps = {s: load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"]).index for s in symbols}
-    require_history({s: len(i) for s, i in stamps.items()}, min_history(cfg.features, cfg.label.horizon), cfg.data)
-    index = union_index(stamps.values())
-    folds = make_folds(index, cfg.folds, cfg.label.horizon)
-    width = max(2, len(str(len(folds) - 1)))
+    plan = fold_plan(cfg)
+    tell_plan(plan)  # dropped windows, sit-outs, calendars: a note line and run.json
+    width = max(2, len(str(len(plan.folds) - 1)))
     results = []
     model = resolve_device(cfg.model, gpu_workers_present())  # auto: the GPU when there is one
-    for fold in folds:
+    for fold in plan.folds:
         name = f"fold-{fold.index:0{width}d}"
         fit = task(train_fold, fold, symbols, bars, features, cfg.label, model, cfg.seed, name=f"{name}-fit", stage="fit",
                    gpu=model.device == "cuda")

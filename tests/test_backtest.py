@@ -213,7 +213,7 @@ def test_backtest_table_shape_and_trade_metrics():
     cfg = BacktestConfig(periods_per_year=252)
     pos = positions(pred, cfg)
     _, table = backtest(pos, rets, cfg)
-    assert list(table.columns) == [*METRICS, *TRADE_METRICS]
+    assert list(table.columns) == [*METRICS, *TRADE_METRICS, "note"]
     assert list(table.index) == [*SYMBOLS, PORTFOLIO]
     changes = (pos.diff().fillna(pos) != 0).sum()
     assert table.loc[SYMBOLS, "trades"].tolist() == changes.tolist()
@@ -231,14 +231,68 @@ def test_backtest_alignment_and_validation():
         backtest(pos.iloc[::2], rets, cfg)
     with pytest.raises(DataError, match="no column for symbol AAA"):
         backtest(pos, rets.drop(columns="AAA"), cfg)
-    with pytest.raises(DataError, match="NaN"):
-        backtest(pos.where(pos > 0), rets, cfg)
+    with pytest.raises(DataError, match="infinite"):
+        backtest(pos.replace(1.0, np.inf), rets, cfg)
 
 
 def test_config_validation():
     cfg = BacktestConfig()
     assert (cfg.rule, cfg.threshold, cfg.quantile, cfg.cost_bps, cfg.slippage_bps,
-            cfg.periods_per_year) == ("sign", 0.0, 0.2, 1.0, 1.0, 252)
-    for bad in ({"rule": "momentum"}, {"quantile": 0.6}, {"cost_bps": -1}, {"fees": 1}):
+            cfg.periods_per_year) == ("sign", 0.0, 0.2, 1.0, 1.0, None)
+    for bad in ({"rule": "momentum"}, {"quantile": 0.6}, {"cost_bps": -1}, {"fees": 1}, {"periods_per_year": 0}):
         with pytest.raises(ValidationError):
             BacktestConfig(**bad)
+
+
+def test_ragged_symbols_trade_on_their_own_bars_and_the_portfolio_keeps_cash():
+    """A weekday symbol beside a 7-day one: it holds its Friday position to Monday, earns the
+    Friday-to-Monday return there, has no row on the weekend, and its half of the portfolio
+    earns nothing while it has no bar."""
+    idx = pd.date_range("2024-01-01", periods=8, freq="D", tz="UTC")  # Monday .. Monday
+    weekday = np.array([1, 1, 1, 1, 1, 0, 0, 1], dtype=bool)
+    r_a = [np.nan, 0.01, -0.02, 0.03, 0.01, np.nan, np.nan, 0.05]  # Monday's is Friday -> Monday
+    r_b = [np.nan, 0.02, 0.01, -0.01, 0.02, -0.03, 0.01, 0.02]
+    rets = pd.DataFrame({"A": r_a, "B": r_b}, index=idx)
+    pos = pd.DataFrame({"A": [1.0, 1, -1, -1, 1, np.nan, np.nan, 0], "B": [1.0] * 8}, index=idx)
+    cfg = BacktestConfig(cost_bps=0.5, slippage_bps=0.5)
+    equity, table = backtest(pos, rets, cfg, periods_per_year={"A": 252, "B": 365, PORTFOLIO: 365})
+    assert equity["A"].isna().tolist() == (~weekday).tolist()  # no equity row where A has no bar
+    c = 1e-4
+    net_a = np.array([-c, 0.01, -0.02 - 2 * c, -0.03, -0.01 - 2 * c, 0.05 - c])  # held on A's bars only
+    np.testing.assert_allclose(equity["A"].dropna(), np.cumprod(1 + net_a), rtol=1e-12)
+    net_b = np.array([-c, 0.02, 0.01, -0.01, 0.02, -0.03, 0.01, 0.02])
+    full_a = np.zeros(8)
+    full_a[weekday] = net_a
+    np.testing.assert_allclose(equity[PORTFOLIO], np.cumprod(1 + (full_a + net_b) / 2), rtol=1e-12)
+    expected = metrics(pd.Series(net_a), periods_per_year=252)
+    for key in METRICS:
+        np.testing.assert_allclose(table.loc["A", key], expected[key], rtol=1e-12, err_msg=key)
+    assert table.loc["A", "trades"] == 4 and table.loc["A", "exposure"] == pytest.approx(5 / 6)
+    assert table.loc["A", "turnover"] == pytest.approx(6 / 6 * 252)  # |1| + |-2| + |2| + |-1| over 6 bars
+
+
+def test_undefined_metrics_are_nan_with_a_reason():
+    idx = pd.date_range("2024-01-01", periods=5, freq="D", tz="UTC")
+    rets = pd.DataFrame({"FLAT": [np.nan, 0.01, 0.02, -0.01, 0.0], "UP": [np.nan, 0.01, 0.02, 0.01, 0.03]}, index=idx)
+    pos = pd.DataFrame({"FLAT": 0.0, "UP": 1.0}, index=idx)
+    _, table = backtest(pos, rets, BacktestConfig(cost_bps=0, slippage_bps=0), periods_per_year=365)
+    assert np.isnan(table.loc["FLAT", ["sharpe", "sortino", "calmar", "hit_rate"]].astype(float)).all()
+    assert table.loc["FLAT", "note"] == ("sharpe: zero volatility; sortino: no losing bar; calmar: no drawdown; "
+                                         "hit_rate: never in the market")
+    assert table.loc["UP", "note"] == "sortino: no losing bar; calmar: no drawdown"
+    one = backtest(pos.iloc[:1], rets, BacktestConfig(), periods_per_year=365)[1]
+    assert one.loc["UP", "note"].startswith("volatility, sharpe: one bar")
+
+
+def test_periods_per_year_inferred_per_column_when_not_given():
+    idx = pd.date_range("2024-01-01", periods=60, freq="D", tz="UTC")
+    weekday = idx.day_of_week < 5
+    rng = np.random.default_rng(3)
+    rets = pd.DataFrame({"A": rng.normal(0, 0.01, 60), "B": rng.normal(0, 0.01, 60)}, index=idx)
+    pos = pd.DataFrame({"A": np.where(weekday, 1.0, np.nan), "B": 1.0}, index=idx)
+    inferred = backtest(pos, rets, BacktestConfig())[1]
+    from dask_pipeline.calendars import infer_calendar
+
+    own = infer_calendar(idx[weekday]).periods_per_year
+    given = backtest(pos, rets, BacktestConfig(), periods_per_year={"A": own, "B": 365, PORTFOLIO: 365})[1]
+    pd.testing.assert_frame_equal(inferred, given)

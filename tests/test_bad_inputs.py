@@ -119,7 +119,8 @@ CASES = [
     csv("close_above_high", "row 2 (2020-01-07T00:00:00+00:00): close 108 outside [low 100, high 103]"),
     csv("negative_price", "row 3 (2020-01-08T00:00:00+00:00): low -0.5 is not a positive price"),
     csv("negative_volume", "row 2 (2020-01-07T00:00:00+00:00): volume -1100 < 0"),
-    csv("missing_volume_column", "missing column 'volume' (have: date, open, high, low, close)"),
+    csv("ambiguous_dates", "row 1: column 'date': dates are ambiguous: '02/01/2020' reads as 02 January 2020 "
+                           "day-first and 01 February 2020 month-first", "--dayfirst", "--date-format"),
     csv("no_time_column", "missing time column, one of: timestamp, datetime, date, time"),
     csv("semicolon_delimited", "this file looks ';'-separated"),
     csv("ragged_row", "cannot parse as CSV", "Expected 6 fields in line 4, saw 8"),
@@ -177,6 +178,11 @@ CASES = [
         extra=("-o", "data.start=2030-01-01")),
     run("folds_longer_than_the_data", "walkforward", "good", "need 5126 bars for train 5000 + test 126", "folds.train",
         extra=("-o", "folds.train=5000")),
+    run("volume_indicator_on_price_only", "walkforward", "price_only",
+        "'features.indicators': obv needs volume, and symbol SYN001", "price-only", extra=("-o", "features.indicators=[obv]")),
+    run("bar_counts_over_mixed_calendars", "walkforward", "mixed_calendars",
+        "folds.train=252, folds.test=126 count bars, but the symbols' calendars differ", "BTC: daily bars, 365 a year",
+        "calendar spans"),
     run("high_below_low_found_by_a_task", "datacheck", "high_below_low", PART, "symbol SYN001, row 51 (", "< low",
         before=previous_results),
 
@@ -266,6 +272,10 @@ def make_stores(root: Path) -> Path:
     variant("missing_column", table.drop(["volume"]))
     (root / "root_is_a_file").write_text("not a store\n")
     write_dataset(variant("short_symbol"), {"TINY": bars.iloc[:3]})
+    variant("price_only", changed(slice(None), 4, np.nan))  # FX, an index: no volume at all
+    from tests.data.realistic import seven_days, walk
+
+    write_dataset(variant("mixed_calendars"), {"BTC": walk(seven_days("2019-01-01", "2021-12-31"), 5, 0.03, 4000.0)})
     return root
 
 

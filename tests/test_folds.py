@@ -270,3 +270,81 @@ def test_property_calendar_folds_never_leak(train, test, step, mode, purge, emba
         ends.append(te.max() + 1)
     starts = [f.test_start for f in folds]
     assert starts == sorted(set(starts))
+
+
+# ------------------------------------------------- a universe of ragged histories and calendars
+
+from dask_pipeline.folds import MIN_HISTORY, plan_folds  # noqa: E402
+from tests.data import realistic  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def stamps():
+    return {s: b.index for s, b in realistic.universe().items()}
+
+
+def test_plan_on_a_ragged_mixed_universe(stamps):
+    plan = plan_folds(stamps, FoldsConfig(**realistic.FOLDS), horizon=5)
+    starts = [f"{f.test_start:%Y-%m-%d}" for f in plan.folds]
+    assert starts == ["2020-01-01", "2020-07-01", "2021-01-01", "2021-07-01", "2022-01-01"]
+    assert plan.notes == ["folds: dropped the last test window, 2022-07-01 to 2022-07-20 23:00 (342 bars): "
+                          "shorter than folds.min_test (half of folds.test 6M)"]
+    sat = {f.index: dict(f.sat_out) for f in plan.folds}
+    # Listed late and gone early: out until it has most of a year behind it.
+    assert [k for k, out in sat.items() if "ACME_CUT" in out] == [0, 1]
+    assert sat[1]["ACME_CUT"].startswith("too little history: 208 of about 251 bars in the training window from 2019-07-01")
+    # The hourly series joins in June 2020: a full year of hours only by the fold of July 2021.
+    assert [k for k, out in sat.items() if "EURUSD" in out] == [0, 1, 2]
+    # Delisted in March 2021: trades in that fold until its last bar, then sits out.
+    assert [k for k, out in sat.items() if "GONE" in out] == [3, 4]
+    assert sat[3]["GONE"] == "no bars in the test window (its last bar is 2021-03-15)"
+    assert plan.folds[2].takes_part("GONE") and not plan.folds[3].takes_part("GONE")
+    # Each symbol's own calendar; the portfolio's is the union while its symbols all trade.
+    figures = plan.folds[3].annualisation()
+    assert (figures["ACME"], figures["BTC"], figures["EURUSD"]) == (251, 365, 6267)
+    assert plan.folds[0].annualisation()["portfolio"] == 365  # ACME, BTC, GONE: BTC's days hold the others'
+    assert 6300 < figures["portfolio"] < 6450  # hours 24x5, plus BTC's weekend days
+    assert {s: c.periods_per_year for s, c in plan.calendars.items()}["ACME_CUT"] == 250
+
+
+def test_bar_counts_over_mixed_calendars_are_refused(stamps):
+    with pytest.raises(ConfigError, match=r"folds.train=504, folds.test=126 count bars, but the symbols' calendars "
+                                          r"differ \(ACME: daily bars, 251 a year; .*BTC: daily bars, 365 a year; "
+                                          r"EURUSD: 1h bars, 6267 a year\): give .* calendar spans"):
+        plan_folds(stamps, FoldsConfig(), horizon=5)
+    # One calendar, ragged histories: bar counts count that calendar's bars.
+    same = {s: stamps[s] for s in ("ACME", "ACME_CUT", "GONE")}
+    plan = plan_folds(same, FoldsConfig(train=250, test=125), horizon=5, periods_per_year=252)
+    assert plan.folds[0].n_train == 245 and plan.folds[0].symbols == ("ACME", "GONE")
+    assert set(plan.folds[0].annualisation().values()) == {252}  # the config's figure for all
+
+
+def test_purge_and_embargo_count_each_symbols_own_bars(stamps):
+    plan = plan_folds(stamps, FoldsConfig(train="1Y", test="6M", embargo=3), horizon=5)
+    fold = plan.folds[4]
+    for symbol in ("ACME", "BTC", "EURUSD"):
+        own = stamps[symbol]
+        mask = fold.symbol_train_mask(own)
+        before = own[own < fold.test_start]
+        assert own[mask][-1] == before[-6]  # the last 5 of its own bars before the test window are purged
+        after = own[own > plan.folds[3].test_end][:3]
+        assert not mask[own.isin(after)].any()  # its first 3 bars after an earlier window are embargoed
+    union = realistic_union(stamps)
+    np.testing.assert_array_equal(fold.symbol_train_mask(union), fold.train_mask(union))
+
+
+def realistic_union(stamps):
+    from dask_pipeline.calendars import union_of
+
+    return union_of(stamps.values())
+
+
+def test_min_test(stamps):
+    kept = plan_folds(stamps, FoldsConfig(train="1Y", test="6M", min_test="2W"), horizon=5)
+    assert len(kept.folds) == 6 and kept.notes == []
+    idx = bars(1010)  # 500 train + 5 windows of 100 + 10 bars
+    assert len(make_folds(idx, FoldsConfig(train=500, test=100), 5)) == 5
+    assert len(make_folds(idx, FoldsConfig(train=500, test=100, min_test=10), 5)) == 6
+    with pytest.raises(DataError, match="is shorter than folds.min_test .* and is the only one"):
+        make_folds(pd.date_range("2020-01-01", "2021-01-20", tz="UTC"), FoldsConfig(train="1Y", test="6M"), 5)
+    assert FoldsConfig(min_test="3m").min_test == "3M" and 0 < MIN_HISTORY < 1

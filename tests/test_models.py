@@ -219,6 +219,18 @@ def test_importances():
     assert imp.isna().all()
 
 
+def test_permutation_importance_of_an_undefined_score_is_nan_not_a_warning():
+    """A one-row or constant test slice has no R^2 or accuracy: NaN importances, silently."""
+    import warnings
+
+    Xtr, Xte, reg, cls, n = dataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, one = fit_fold(Xtr, reg[:n], Xte.iloc[:1], reg[n:n + 1], ModelConfig(name="ridge"), "regression", 0, 0)
+        _, flat = fit_fold(Xtr, cls[:n], Xte.iloc[:5], np.ones(5), ModelConfig(name="logistic"), "classification", 0, 0)
+    assert one.isna().all() and flat.isna().all() and one.attrs["method"] == "permutation"
+
+
 def test_classification_predicts_centred_probability():
     pred, _ = run("logistic", "classification", preset="balanced")
     _, _, _, cls, n = dataset()

@@ -130,3 +130,36 @@ def test_missing_run_dir(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
+
+
+def test_chain_equity_on_ragged_histories_has_one_row_per_bar():
+    """The crash of `cannot reindex on an axis with duplicate labels`: a symbol ending early made
+    the curves' timestamps differ while each repeated the bar where one fold closes and the next
+    opens. Now that bar holds both folds (the later row, scaled by the earlier's end)."""
+    ts = pd.date_range("2020-01-01", periods=6, tz="UTC")
+    rows = [(0, "A", ts[0], 1.0), (0, "A", ts[1], 1.1), (0, "A", ts[2], 1.2),   # fold 0 closes on ts[2]
+            (1, "A", ts[2], 0.99), (1, "A", ts[3], 1.05), (1, "A", ts[5], 1.1),  # fold 1 opens there
+            (0, "B", ts[0], 1.0), (0, "B", ts[1], 0.9), (0, "B", ts[2], 0.9),
+            (1, "B", ts[2], 1.0), (1, "B", ts[3], 0.8)]                          # B delists after ts[3]
+    equity = pd.DataFrame(rows, columns=["fold", "curve", "timestamp", "equity"]).assign(buy_and_hold=1.0)
+    chained = chain_equity(equity)
+    assert chained.index.is_unique and list(chained.index) == [ts[0], ts[1], ts[2], ts[3], ts[5]]
+    assert chained["A"].tolist() == pytest.approx([1.0, 1.1, 1.2 * 0.99, 1.2 * 1.05, 1.2 * 1.1])
+    assert chained["B"].dropna().tolist() == pytest.approx([1.0, 0.9, 0.9, 0.72])
+    assert chain_equity(equity, "buy_and_hold")["A"].notna().sum() == 5
+
+
+def test_report_of_a_ragged_run_names_the_folds_symbols_sat_out(tmp_path):
+    folds = pd.DataFrame({
+        "fold": [0, 0, 0, 1, 1, 1], "curve": ["A", "B", "portfolio"] * 2,
+        "status": ["traded", "sat out", "traded", "traded", "traded", "traded"],
+        "test_start": pd.Timestamp("2021-01-01", tz="UTC"), "test_end": pd.Timestamp("2021-06-30", tz="UTC"),
+        "sharpe": [0.5, float("nan"), 0.4, 0.1, 0.2, 0.3],
+        "note": ["", "too little history: 10 of about 250 bars in the training window from 2020-01-01", "", "", "", ""],
+    })
+    folds.to_parquet(tmp_path / "folds.parquet")
+    (tmp_path / "run.json").write_text(json.dumps({"graph": "walkforward", "notes": ["folds: dropped the last one"]}))
+    page = Sections(build_report(tmp_path).read_text())
+    assert "fold 0: too little history: 10 of about 250" in page.text["folds"]
+    assert "1 of 2 symbols traded in every fold" in page.text["folds"]
+    assert "note: folds: dropped the last one" in page.text["summary"]

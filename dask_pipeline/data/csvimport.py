@@ -1,44 +1,77 @@
-"""CSV files (one per symbol) into the bar store, all or nothing.
+"""``dask-pipeline data import``: CSV and Parquet files into the bar store, all or nothing.
 
-Accepted files: a header row, then one row per bar. Header names are matched ignoring
-case, surrounding spaces, inner spaces, ``_`` and ``-`` (``Adj Close`` = ``adj_close`` =
-``ADJCLOSE``). Required: ``open high low close volume`` and a time column, the first
-present of ``timestamp``, ``datetime``, ``date``, ``time``; a file with separate
-``date`` and ``time`` columns (and neither of the first two) gets them joined. Other
-columns (``dividends``, ``symbol``, an unnamed index...) are ignored.
+What it reads (``import_bars``):
 
-- Timestamps: naive ones are taken as UTC, ones with an offset are converted to UTC.
-- ``adj close`` present: open, high, low and close are multiplied by
-  ``adj_close / close`` row by row (so the whole bar is on the adjusted scale and stays
-  consistent); volume is left as traded.
-- The symbol is the file name's stem upper-cased (``brk.b.csv`` -> ``BRK.B``).
-- Rows are numbered from 1 at the first line after the header (blank lines skipped).
+- **CSV files**, one file or every ``*.csv`` directly in a folder. A file without a
+  ``symbol``/``ticker`` column holds one symbol, named by the file's stem upper-cased
+  (``brk.b.csv`` -> ``BRK.B``); with one it is in the long format
+  (``timestamp, symbol, open, high, low, close[, volume]``) and may hold many.
+- **A Parquet file**: the long format (a symbol column), one symbol's bars (``open high
+  low close`` and no symbol column: named by the stem), or a wide table of closes (one
+  column per symbol, ``dask_pipeline.data.wideformat``).
+- **A Parquet dataset**: a folder of ``*.parquet`` files (any depth; ``symbol=XYZ``
+  partition folders name a file's symbol) in the long format.
+
+Columns, time columns (an unnamed first column included), adjusted closes and optional
+volume: ``dask_pipeline.data.longformat``; timestamp text (formats, day-first dates and
+refused ambiguity, ``--tz`` local times): ``dask_pipeline.data.timestamps``. Rows are
+numbered from 1 at the first line after the header (blank lines skipped) and every error
+names the file, the symbol and the row. All or nothing: every file is read and validated
+before any symbol of the store is replaced; a symbol that two files (or two parts of one
+import) both give is refused.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from dask_pipeline.data.longformat import TIME_COLUMNS, dataset_bars, is_long, parquet_bars, table_bars
 from dask_pipeline.data.store import check_symbol_name, write_validated
-from dask_pipeline.data.validate import BAR_COLUMNS, PRICE_COLUMNS, bars_error, format_value, row_label, validate_bars
+from dask_pipeline.data.timestamps import TimeFormat
+from dask_pipeline.data.validate import bars_error
+from dask_pipeline.data.wideformat import is_wide, wide_bars
 from dask_pipeline.errors import DataError
 
-TIME_COLUMNS = ("timestamp", "datetime", "date", "time")
-ADJ_CLOSE = "adjclose"
+__all__ = ["TIME_COLUMNS", "csv_files", "import_bars", "import_csv", "read_csv_bars", "symbol_of"]
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def import_csv(path: str | os.PathLike, out_root: str | os.PathLike) -> list[str]:
+def import_bars(source: str | os.PathLike, out_root: str | os.PathLike, fmt: TimeFormat = TimeFormat()) -> list[str]:
+    """Import CSV or Parquet bars (see the module docstring) into the store at ``out_root``.
+
+    Symbols already in the store and not imported are kept; imported ones are replaced.
+
+    Returns
+    -------
+    list of str
+        The symbols imported, sorted.
+
+    Raises
+    ------
+    DataError
+        One line naming the file, symbol, row and problem; the store is left as it was.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_dir() and not _csvs_in(path) and any(path.rglob("*.parquet")):
+        return _write(out_root, ((s, b, str(path)) for s, b in dataset_bars(path, fmt).items()))
+    if path.is_file() and path.suffix.lower() in PARQUET_SUFFIXES:
+        return _write(out_root, _parquet_items(path, fmt))
+    return import_csv(path, out_root, fmt)
+
+
+def import_csv(path: str | os.PathLike, out_root: str | os.PathLike, fmt: TimeFormat = TimeFormat()) -> list[str]:
     """Import one CSV file, or every ``*.csv`` in a directory, into the store at ``out_root``.
 
     All or nothing: every file is parsed and validated before any symbol is replaced in
-    the store; if any file is bad, the first error (in symbol order) is raised and
-    the store is left as it was. Symbols already in the store and not imported are kept;
-    imported ones are replaced.
+    the store; if any file is bad, the first error (in file order) is raised and the
+    store is left as it was.
 
     Returns
     -------
@@ -51,16 +84,12 @@ def import_csv(path: str | os.PathLike, out_root: str | os.PathLike) -> list[str
         One line naming the file, symbol, row and problem.
     """
     files = csv_files(path)
-    symbols = [symbol_of(f) for f in files]
-    for symbol, file in zip(symbols, files):
-        try:
-            check_symbol_name(symbol)
-        except DataError as exc:
-            raise DataError(f"{file}: {exc}; the symbol is the file name's stem, rename the file") from None
-        twins = [str(f) for f, s in zip(files, symbols) if s == symbol]
+    stems = [symbol_of(f) for f in files]
+    for stem, file in zip(stems, files):
+        twins = [str(f) for f, s in zip(files, stems) if s == stem]
         if len(twins) > 1:
-            raise DataError(f"{twins[1]}: symbol {symbol} also comes from {twins[0]}")
-    return write_validated(out_root, ((s, read_csv_bars(f, s)) for f, s in zip(files, symbols)))
+            raise DataError(f"{twins[1]}: symbol {stem} also comes from {twins[0]}")
+    return _write(out_root, (item for f in files for item in _csv_items(f, fmt)))
 
 
 def csv_files(path: str | os.PathLike) -> list[Path]:
@@ -70,76 +99,111 @@ def csv_files(path: str | os.PathLike) -> list[Path]:
         return [path]
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
-    files = sorted(
-        (p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".csv" and not p.name.startswith(".")),
-        key=lambda p: (symbol_of(p), p.name),
-    )
+    files = _csvs_in(path)
     if not files:
-        raise DataError(f"{path}: no *.csv files in this directory")
+        raise DataError(f"{path}: no *.csv files in this directory (nor *.parquet files under it)")
     return files
 
 
 def symbol_of(path: str | os.PathLike) -> str:
-    """The symbol a CSV file holds: its stem, upper-cased."""
+    """The symbol a one-symbol file holds: its stem, upper-cased."""
     return Path(path).stem.strip().upper()
 
 
-def read_csv_bars(path: str | os.PathLike, symbol: str | None = None) -> pd.DataFrame:
-    """Parse and validate one CSV file as contract bars (float64, UTC index).
+def read_csv_bars(path: str | os.PathLike, symbol: str | None = None, fmt: TimeFormat = TimeFormat()) -> pd.DataFrame:
+    """Parse and validate one CSV file of one symbol as contract bars (float64, UTC index).
 
     Parameters
     ----------
     symbol
         Named in errors; default ``symbol_of(path)``.
+    fmt
+        How to read the timestamps (``--date-format``, ``--dayfirst``, ``--tz``).
 
     Raises
     ------
     DataError
         One line naming the file, symbol, row and problem.
     """
-    source = str(path)
     symbol = symbol or symbol_of(path)
+    return table_bars(_read_csv(path, symbol), str(path), fmt, symbol)[symbol]
+
+
+def _csv_items(file: Path, fmt: TimeFormat) -> Iterator[tuple[str, pd.DataFrame, str]]:
+    """``(symbol, bars, file)`` of one CSV file: its one symbol, or each symbol of a long file."""
+    stem = symbol_of(file)
+    raw = _read_csv(file, stem)
+    if is_long(raw.columns):
+        yield from ((s, b, str(file)) for s, b in table_bars(raw, str(file), fmt).items())
+        return
+    try:
+        check_symbol_name(stem)
+    except DataError as exc:
+        raise DataError(f"{file}: {exc}; the symbol is the file name's stem, rename the file") from None
+    yield stem, table_bars(raw, str(file), fmt, stem)[stem], str(file)
+
+
+def _parquet_items(path: Path, fmt: TimeFormat) -> Iterator[tuple[str, pd.DataFrame, str]]:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except Exception:  # unreadable: the readers below name the file and the cause
+        names = ["symbol"]
+    if is_wide([n for n in names if n != "__index_level_0__"]):
+        bars = wide_bars(path, fmt)
+    else:
+        bars = parquet_bars(path, fmt, None if is_long(names) else symbol_of(path))
+    yield from ((s, b, str(path)) for s, b in bars.items())
+
+
+def _write(out_root: str | os.PathLike, items) -> list[str]:
+    """Write ``(symbol, bars, source)`` items all or nothing; a symbol from two sources is refused."""
+    seen: dict[str, str] = {}
+
+    def checked():
+        for symbol, bars, source in items:
+            try:
+                check_symbol_name(symbol)
+            except DataError as exc:
+                raise DataError(f"{source}: {exc}") from None
+            if symbol in seen:
+                also = "" if seen[symbol] == source else f" also comes from {seen[symbol]}"
+                raise DataError(f"{source}: symbol {symbol}{also or ' appears twice'}")
+            seen[symbol] = source
+            yield symbol, bars
+
+    return sorted(write_validated(out_root, checked()))
+
+
+def _csvs_in(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return []
+    return sorted(
+        (p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".csv" and not p.name.startswith(".")),
+        key=lambda p: (symbol_of(p), p.name),
+    )
+
+
+def _read_csv(path: str | os.PathLike, symbol: str) -> pd.DataFrame:
+    """The file as text cells (the header row, then data rows), or a ``DataError`` saying why it is not a CSV."""
+    source = str(path)
     try:
         raw = pd.read_csv(path, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise bars_error(source, symbol, "no rows (empty file)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise bars_error(source, symbol, f"cannot parse as CSV ({' '.join(str(exc).split())})") from None
-
     headers = [str(c).strip() for c in raw.columns]
-    by_key: dict[str, str] = {}
-    for original, header in zip(raw.columns, headers):
-        key = _header_key(header)
-        if key in by_key and (key in BAR_COLUMNS or key in TIME_COLUMNS or key == ADJ_CLOSE):
-            raise bars_error(source, symbol, f"columns '{by_key[key]}' and '{original}' both mean '{key}'")
-        by_key.setdefault(key, original)
-    have = ", ".join(headers)
-    time_key = next((k for k in TIME_COLUMNS if k in by_key), None)
     other = next((d for d in (";", "\t", "|") if len(headers) == 1 and d in headers[0]), None)
     if other is not None:
         raise bars_error(source, symbol, f"the header is one column {headers[0]!r}: fields must be separated "
                                          f"by commas, this file looks {other!r}-separated")
-    if time_key is None:
-        raise bars_error(source, symbol, f"missing time column, one of: {', '.join(TIME_COLUMNS)} (have: {have})")
-    for name in BAR_COLUMNS:
-        if name not in by_key:
-            raise bars_error(source, symbol, f"missing column '{name}' (have: {have})")
-    if raw.empty:
-        raise bars_error(source, symbol, "no rows (header only)")
     fields = _unterminated_last_line_fields(path)
-    if fields is not None and fields < len(raw.columns):
+    if fields is not None and fields < len(raw.columns) and len(raw):
         raise bars_error(source, symbol, f"the last line has {fields} of {len(raw.columns)} fields and no line end: "
                                          "the file is cut short (an interrupted download or copy?)", row=str(len(raw)))
-
-    index = _timestamps(raw, by_key, time_key, source, symbol)
-    text = pd.DataFrame({name: raw[by_key[name]].to_numpy() for name in BAR_COLUMNS}, index=index)
-    validate_bars(text, source, symbol)
-    bars = text.apply(pd.to_numeric).astype(np.float64)
-    if ADJ_CLOSE in by_key:
-        factor = _adjustment(raw[by_key[ADJ_CLOSE]], bars["close"], by_key[ADJ_CLOSE], source, symbol)
-        for name in PRICE_COLUMNS:
-            bars[name] = bars[name] * factor
-    return bars
+    return raw
 
 
 def _unterminated_last_line_fields(path: str | os.PathLike) -> int | None:
@@ -156,52 +220,3 @@ def _unterminated_last_line_fields(path: str | os.PathLike) -> int | None:
     if not tail or tail.endswith((b"\n", b"\r")):
         return None
     return tail.rsplit(b"\n", 1)[-1].count(b",") + 1
-
-
-def _header_key(header: str) -> str:
-    return "".join(ch for ch in header.lower() if ch not in " _-\t")
-
-
-def _timestamps(raw: pd.DataFrame, by_key: dict[str, str], time_key: str, source: str, symbol: str) -> pd.DatetimeIndex:
-    """The time column(s) as a UTC ``DatetimeIndex``; a missing or unparseable cell is an error naming its row."""
-    column = by_key[time_key]
-    text = raw[column]
-    if time_key == "date" and "time" in by_key:
-        column = f"{by_key['date']}' + '{by_key['time']}"
-        text = raw[by_key["date"]].str.strip() + " " + raw[by_key["time"]].str.strip()
-    missing = text.isna().to_numpy()
-    if missing.any():
-        raise bars_error(source, symbol, f"column '{column}' is empty", row=str(int(np.argmax(missing)) + 1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            stamps = pd.to_datetime(text.str.strip(), utc=True)
-        except (ValueError, TypeError, OverflowError):
-            # Mixed layouts parse one by one; what still fails is named by row.
-            stamps = pd.to_datetime(text.str.strip(), utc=True, format="mixed", errors="coerce")
-    bad = stamps.isna().to_numpy()
-    if bad.any():
-        position = int(np.argmax(bad))
-        raise bars_error(source, symbol, f"column '{column}' has unparseable timestamp {text.iloc[position].strip()!r}",
-                         row=str(position + 1))
-    return pd.DatetimeIndex(stamps, name="timestamp").as_unit("ns")
-
-
-def _adjustment(adj_text: pd.Series, close: pd.Series, column: str, source: str, symbol: str) -> np.ndarray:
-    """Per-row ``adj_close / close``; a cell that is not a positive finite ratio is an error naming its row."""
-    adj = pd.to_numeric(adj_text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    non_numeric = np.isnan(adj) & adj_text.notna().to_numpy()
-    close_values = close.to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = adj / close_values
-    bad = non_numeric | ~np.isfinite(factor) | (factor <= 0)
-    if bad.any():
-        p = int(np.argmax(bad))
-        if non_numeric[p]:
-            problem = f"column '{column}' has non-numeric value {str(adj_text.iloc[p]).strip()!r}"
-        elif not np.isfinite(adj[p]):
-            problem = f"column '{column}' is {format_value(adj[p])}"
-        else:
-            problem = f"cannot adjust: {column} {format_value(adj[p])} / close {format_value(close_values[p])} is not a positive ratio"
-        raise bars_error(source, symbol, problem, row=row_label(close.index, p))
-    return factor

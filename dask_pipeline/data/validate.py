@@ -1,10 +1,11 @@
 """Bars checked against the data contract, with one-line errors naming file, symbol and row.
 
 A valid bars frame has a ``DatetimeIndex`` of unique, strictly increasing timestamps and
-exactly the columns ``open high low close volume``, every cell a finite number, with
-``0 < low <= open, close <= high`` and ``volume >= 0``. Prices must be positive because
-labels and returns divide by them. Cells may still be text (a CSV read as strings): a
-cell that does not parse as a number is reported as non-numeric.
+exactly the columns ``open high low close volume``, every price a finite number, with
+``0 < low <= open, close <= high``. Prices must be positive because labels and returns
+divide by them. ``volume`` is ``>= 0`` or NaN: missing, for some bars or for all of them
+(price-only bars: FX, indices); never infinite. Cells may still be text (a CSV read as
+strings): a cell that does not parse as a number is reported as non-numeric.
 
 Rows are named by their 1-based position in the frame as given (for a CSV, the data
 row: the first line after the header is row 1) followed by the row's timestamp. When a
@@ -81,16 +82,18 @@ def validate_bars(bars: pd.DataFrame, source: str, symbol: str) -> None:
         raise bars_error(source, symbol, problem, row=row_label(bars.index, position))
 
 
-def row_label(index: pd.Index, position: int) -> str:
-    """``"17 (2020-01-24T00:00:00+00:00)"``: 1-based row number and, when valid, the timestamp."""
+def row_label(index: pd.Index, position: int, rows: np.ndarray | None = None) -> str:
+    """``"17 (2020-01-24T00:00:00+00:00)"``: row number (``rows[position]``, default 1-based) and the timestamp."""
+    number = position + 1 if rows is None else rows[position]
     stamp = index[position] if isinstance(index, pd.DatetimeIndex) else None
-    return f"{position + 1}" if stamp is None or pd.isna(stamp) else f"{position + 1} ({stamp.isoformat()})"
+    return f"{number}" if stamp is None or pd.isna(stamp) else f"{number} ({stamp.isoformat()})"
 
 
-def first_row_problem(bars: pd.DataFrame) -> tuple[int, str] | None:
+def first_row_problem(bars: pd.DataFrame, rows: np.ndarray | None = None) -> tuple[int, str] | None:
     """The earliest row with a problem and its description (ties: in the order checked here).
 
     Checks the bar columns ``bars`` has: the cross-column rules need both of their columns.
+    ``rows`` numbers the rows in messages that name another row (default 1, 2, ...).
     """
     # Each check yields (first bad position, message maker); the minimum by (position,
     # check order) wins, so the reported row is the first a user meets in the file.
@@ -112,7 +115,9 @@ def first_row_problem(bars: pd.DataFrame) -> tuple[int, str] | None:
     index = bars.index
     add(np.asarray(index.isna()), lambda p: "timestamp is missing")
     for name, column in values.items():
-        add(~np.isfinite(column), lambda p, n=name: f"column '{n}' is {format_value(values[n][p])}")
+        # Missing volume is NaN (price-only bars); a missing price is an error.
+        bad = np.isinf(column) if name == "volume" else ~np.isfinite(column)
+        add(bad, lambda p, n=name: f"column '{n}' is {format_value(values[n][p])}")
     for name in PRICE_COLUMNS:
         if name in values:
             x = values[name]
@@ -129,12 +134,13 @@ def first_row_problem(bars: pd.DataFrame) -> tuple[int, str] | None:
         add(v < 0, lambda p: f"volume {format_value(v[p])} < 0")
 
     valid = ~np.asarray(index.isna())
+    number = np.arange(1, len(index) + 1) if rows is None else np.asarray(rows)
     add(np.asarray(index.duplicated()) & valid,
-        lambda p: f"duplicate timestamp (same as row {int(np.flatnonzero(index[:p] == index[p])[0]) + 1})")
+        lambda p: f"duplicate timestamp (same as row {number[int(np.flatnonzero(index[:p] == index[p])[0])]})")
     stamps = index.asi8
     decreasing = np.zeros(len(index), dtype=bool)
     decreasing[1:] = (stamps[1:] < stamps[:-1]) & valid[1:] & valid[:-1]
-    add(decreasing, lambda p: f"timestamp is earlier than row {row_label(index, p - 1)}; timestamps must increase")
+    add(decreasing, lambda p: f"timestamp is earlier than row {row_label(index, p - 1, number)}; timestamps must increase")
 
     if not checks:
         return None

@@ -75,6 +75,7 @@ class Indicator:
     params: dict[str, Param] = field(default_factory=dict)
     needs_benchmark: bool = False
     check: Callable[..., str | None] | None = None
+    needs_volume: bool = False
 
     def columns(self, params: dict[str, int | float]) -> list[str]:
         suffix = "".join("_" + _format_param(params[name]) for name in self.params)
@@ -277,8 +278,8 @@ INDICATORS: dict[str, Indicator] = {
     ),
     "dist_high": Indicator(_dist_high, ("dist_high",), _window(20, low=1)),
     "dist_low": Indicator(_dist_low, ("dist_low",), _window(20, low=1)),
-    "volume_z": Indicator(_volume_z, ("volume_z",), _window(20)),
-    "obv": Indicator(_obv, ("obv",)),
+    "volume_z": Indicator(_volume_z, ("volume_z",), _window(20), needs_volume=True),
+    "obv": Indicator(_obv, ("obv",), needs_volume=True),
     "corr": Indicator(_corr, ("corr",), _window(60), needs_benchmark=True),
     "beta": Indicator(_beta, ("beta",), _window(60), needs_benchmark=True),
     "wave_score": Indicator(_wave_score, ("wave_score",), _waves()),
@@ -366,8 +367,10 @@ def compute(
     Parameters
     ----------
     bars : DataFrame
-        ``DatetimeIndex`` (UTC, strictly increasing), columns ``open high low close
-        volume`` (any real dtype; NaN marks a missing value, inf is an error).
+        ``DatetimeIndex`` (UTC, strictly increasing; a naive index is read as UTC and
+        returned as given), columns ``open high low close`` and ``volume`` (any real
+        dtype; NaN marks a missing value, inf is an error). ``volume`` may be absent or
+        all NaN (price-only bars) unless an indicator needs it (``obv``, ``volume_z``).
     spec : FeaturesConfig, list of IndicatorSpec, or None
         The indicators to compute; None means the default set.
     benchmark : DataFrame, optional
@@ -384,7 +387,7 @@ def compute(
     Raises
     ------
     DataError
-        Malformed bars or benchmark.
+        Malformed bars or benchmark; a volume indicator on bars without volume.
     ConfigError
         Invalid spec, or ``corr``/``beta`` requested without a benchmark.
     """
@@ -392,6 +395,9 @@ def compute(
     plan = _plan(key)
     where = f"symbol {symbol!r}" if symbol else "bars"
     columns = _bar_arrays(bars, where)
+    needy = [c for ind, _, cols in plan if ind.needs_volume for c in cols]
+    if needy and len(columns["volume"]) and np.isnan(columns["volume"]).all():
+        raise DataError(f"{where}: features {', '.join(needy)} need volume, and the bars have none (price-only)")
     bench_close = None
     if any(indicator.needs_benchmark for indicator, _, _ in plan):
         if benchmark is None:
@@ -467,8 +473,8 @@ def _column_index(key: tuple) -> pd.Index:
 def _check_index(index: pd.Index, where: str) -> None:
     if not isinstance(index, pd.DatetimeIndex):
         raise DataError(f"{where}: index must be a DatetimeIndex, got {type(index).__name__}")
-    if index.tz is None or str(index.tz) != "UTC":
-        raise DataError(f"{where}: index must be UTC timestamps, got tz={index.tz}")
+    if index.tz is not None and str(index.tz) != "UTC":
+        raise DataError(f"{where}: index must be UTC timestamps (or naive, read as UTC), got tz={index.tz}")
     if not (index.is_monotonic_increasing and index.is_unique):
         ticks = index.asi8
         if index.hasnans:
@@ -499,6 +505,8 @@ def _check_finite(values: np.ndarray, name: str, frame: pd.DataFrame, where: str
 def _bar_arrays(bars: pd.DataFrame, where: str) -> dict[str, np.ndarray]:
     if not isinstance(bars, pd.DataFrame):
         raise DataError(f"{where}: expected a DataFrame of bars, got {type(bars).__name__}")
+    if "volume" not in bars.columns:  # price-only bars
+        bars = bars.assign(volume=np.nan)
     names = bars.columns.tolist()
     missing = [c for c in BAR_COLUMNS if c not in names]
     if missing:
@@ -526,8 +534,13 @@ def _aligned_close(benchmark: pd.DataFrame, index: pd.DatetimeIndex, where: str)
     _check_index(benchmark.index, label)
     close = _float_column(benchmark, "close", label)
     _check_finite(close, "close", benchmark, label)
-    positions = benchmark.index.get_indexer(index)
+    positions = _as_utc(benchmark.index).get_indexer(_as_utc(index))
     aligned = np.full(len(index), np.nan)
     found = positions >= 0
     aligned[found] = close[positions[found]]
     return aligned
+
+
+def _as_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """A naive index read as UTC (the contract's zone), so naive and UTC indexes align."""
+    return index.tz_localize("UTC") if index.tz is None else index

@@ -238,14 +238,13 @@ def _plain_objective(cfg) -> Callable[[Any], float]:
     from dask_pipeline import tuning
     from dask_pipeline.data import load_bars
     from dask_pipeline.features import compute
-    from dask_pipeline.folds import make_folds
+    from dask_pipeline.folds import plan_folds
     from dask_pipeline.graph import symbols_of
-    from dask_pipeline.walkforward import union_index
 
     symbols = symbols_of(cfg)
     bars = [load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, dtype=cfg.data.dtype) for s in symbols]
     features = [compute(b, cfg.features) for b in bars]
-    index = union_index(b.index for b in bars)
+    stamps = {s: b.index for s, b in zip(symbols, bars)}
     distributions = {p: cfg.tune.space[p].distribution() for p in sorted(cfg.tune.space)}
     aggregate = tuning.AGGREGATES[cfg.tune.aggregate]
     metric = cfg.tune.metrics[0]
@@ -254,7 +253,7 @@ def _plain_objective(cfg) -> Callable[[Any], float]:
         # The driver's ask draws the parameters in this (sorted) order, so one seed gives the same sets.
         params = {} if trial is None else {p: _suggest(trial, p, d) for p, d in distributions.items()}
         c = tuning.apply_params(cfg, params)
-        folds = make_folds(index, c.folds, c.label.horizon)
+        folds = plan_folds(stamps, c.folds, c.label.horizon, c.backtest.periods_per_year).folds
         return aggregate([tuning.evaluate_fold(f, symbols, bars, features, c.label, c.model, c.backtest, c.seed)[metric]
                           for f in folds])
 

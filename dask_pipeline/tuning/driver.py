@@ -15,7 +15,7 @@ import pandas as pd
 
 from dask_pipeline.backtest import PORTFOLIO, BacktestConfig
 from dask_pipeline.errors import DaskPipelineError
-from dask_pipeline.folds import Fold, make_folds
+from dask_pipeline.folds import Fold, plan_folds
 from dask_pipeline.models import LabelConfig, ModelConfig, resolve_device
 from dask_pipeline.tuning.space import TUNABLE_METRICS, TuneConfig, apply_params, signature
 from dask_pipeline.tuning.storage import storage_group
@@ -56,15 +56,16 @@ AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
 
 @dataclass(frozen=True)
 class SharedInputs:
-    """Bars and features as futures (computed once, shared by every trial), the union index,
-    and ``bundle``: one future of ``(symbols, bars, features)`` that the fold tasks take (one
-    dependency instead of two per symbol: less for the client to pack and the scheduler to
-    track on each of the study's thousands of fold tasks; the frames are the same objects)."""
+    """Bars and features as futures (computed once, shared by every trial), each symbol's
+    timestamps (what trials lay their folds on), and ``bundle``: one future of ``(symbols,
+    bars, features)`` that the fold tasks take (one dependency instead of two per symbol:
+    less for the client to pack and the scheduler to track on each of the study's
+    thousands of fold tasks; the frames are the same objects)."""
 
     symbols: list[str]
     bars: list[Any]
     features: list[Any]
-    index: pd.DatetimeIndex
+    stamps: dict[str, pd.DatetimeIndex]
     bundle: Any = None
 
 
@@ -95,21 +96,19 @@ def share_inputs(cfg: Any, client: Any) -> SharedInputs:
     """Compute every symbol's bars and features once on the cluster; keep them as futures."""
     from dask.base import tokenize
 
-    from dask_pipeline.data import load_bars
-    from dask_pipeline.graph import features_tasks, symbols_of
-    from dask_pipeline.walkforward import union_index
+    from dask_pipeline.graph import features_tasks, fold_plan, symbols_of, tell_plan
 
     symbols = symbols_of(cfg)
     per_symbol = features_tasks(cfg)
     futures = client.compute([per_symbol[s][0] for s in symbols] + [per_symbol[s][1] for s in symbols],
                              retries=cfg.cluster.retries)
-    # Folds are laid out on the client from the union of timestamps: only closes are read.
-    index = union_index(load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"]).index
-                        for s in symbols)
+    # Folds are laid out on the client from each symbol's timestamps: only closes are read.
+    plan = fold_plan(cfg)
+    tell_plan(plan)
     bars, features = futures[: len(symbols)], futures[len(symbols):]
     bundle = client.submit(_bundle, symbols, bars, features,
                            key=f"tune-inputs-{tokenize(symbols, [f.key for f in futures])[:8]}")
-    return SharedInputs(symbols, bars, features, index, bundle)
+    return SharedInputs(symbols, bars, features, plan.stamps, bundle)
 
 
 @dataclass
@@ -240,9 +239,10 @@ class StudyDriver:
             self._submit(live, k)
 
     def _layout(self, cfg: Any) -> list[Fold]:
-        key = (cfg.folds.model_dump_json(), cfg.label.horizon)
+        key = (cfg.folds.model_dump_json(), cfg.label.horizon, cfg.backtest.periods_per_year)
         if key not in self._folds:
-            self._folds[key] = make_folds(self.inputs.index, cfg.folds, cfg.label.horizon)
+            self._folds[key] = plan_folds(self.inputs.stamps, cfg.folds, cfg.label.horizon,
+                                          cfg.backtest.periods_per_year).folds
         return self._folds[key]
 
     def _submit(self, live: LiveTrial, k: int) -> None:

@@ -20,9 +20,9 @@ def walkforward_loop(cfg) -> dict[str, pd.DataFrame]:
     functions, in this process, without Dask (the benchmark's baseline)."""
     from dask_pipeline.data import load_bars
     from dask_pipeline.features import compute
-    from dask_pipeline.folds import make_folds
+    from dask_pipeline.folds import plan_folds
     from dask_pipeline.graph import symbols_of
-    from dask_pipeline.walkforward import aggregate_folds, backtest_fold, train_fold, union_index
+    from dask_pipeline.walkforward import aggregate_folds, backtest_fold, train_fold
 
     symbols = symbols_of(cfg)
     bars = [load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, dtype=cfg.data.dtype) for s in symbols]
@@ -30,7 +30,8 @@ def walkforward_loop(cfg) -> dict[str, pd.DataFrame]:
     if cfg.features.benchmark is not None:
         benchmark = load_bars(cfg.data.root, cfg.features.benchmark, cfg.data.start, cfg.data.end, dtype=cfg.data.dtype)
     features = [compute(b, cfg.features, benchmark, symbol=s) for s, b in zip(symbols, bars)]
-    folds = make_folds(union_index(b.index for b in bars), cfg.folds, cfg.label.horizon)
+    stamps = {s: b.index for s, b in zip(symbols, bars)}
+    folds = plan_folds(stamps, cfg.folds, cfg.label.horizon, cfg.backtest.periods_per_year).folds
     results = [
         backtest_fold(train_fold(fold, symbols, bars, features, cfg.label, cfg.model, cfg.seed), cfg.backtest)
         for fold in folds

@@ -35,7 +35,8 @@ def scan(
     Parameters
     ----------
     bars
-        Bars with ``high``, ``low``, ``close`` and a ``DatetimeIndex`` (the data contract).
+        Bars with ``high``, ``low``, ``close`` and a ``DatetimeIndex`` (the data contract);
+        a naive index is read as UTC (the pattern timestamps come back in UTC).
     spec
         The ``waves`` config section; defaults when None.
     backend
@@ -59,6 +60,8 @@ def scan(
     spec = WavesConfig() if spec is None else spec
     symbol = symbol if symbol is not None else bars.attrs.get("symbol")
     high, low, close = _prices(bars, symbol)
+    if bars.index.tz is None:
+        bars = bars.set_axis(bars.index.tz_localize("UTC"))
     chosen = get_backend(backend or spec.backend)
     plan = plan_series(high, low, close, spec)
     params = score_params(spec)

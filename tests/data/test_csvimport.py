@@ -137,3 +137,121 @@ def test_two_headers_meaning_the_same_column_are_refused(tmp_path):
     path = write_csv(tmp_path / "x.csv", ["2020-01-02,1,2,0.5,1.5,1.4,10"], header="date,open,high,low,Close,close,volume")
     with pytest.raises(DataError, match="x.csv: symbol X: columns 'Close' and 'close' both mean 'close'"):
         read_csv_bars(path)
+
+
+# ------------------------------------------------- what vendors and pandas write
+
+from dask_pipeline.data import TimeFormat, import_bars  # noqa: E402
+from tests.data import realistic  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def universe():
+    return realistic.universe()
+
+
+def test_pandas_to_csv_with_an_unnamed_index_and_price_only_bars(tmp_path, universe):
+    folder = realistic.write_csvs(universe, tmp_path / "csv")
+    assert (folder / "ACME.csv").read_text().startswith(",open,high,low,close,volume\n2019-01-02,")
+    assert (folder / "EURUSD.csv").read_text().startswith(",open,high,low,close\n2020-06-01 00:00:00,")
+    assert import_bars(folder, tmp_path / "store") == sorted(realistic.SYMBOLS)
+    for symbol, bars in universe.items():
+        got = load_bars(tmp_path / "store", symbol, dtype="float64")
+        pd.testing.assert_frame_equal(got, bars.set_axis(bars.index.as_unit("ns")), check_freq=False, rtol=1e-15)
+    assert load_bars(tmp_path / "store", "EURUSD")["volume"].isna().all()  # price-only: volume NaN
+
+
+def test_long_csv_holds_every_symbol(tmp_path, universe):
+    path = realistic.write_long_csv(universe, tmp_path / "long.csv")
+    assert import_bars(path, tmp_path / "store") == sorted(realistic.SYMBOLS)
+    got = load_bars(tmp_path / "store", "GONE", dtype="float64")
+    assert got.index.equals(universe["GONE"].index.as_unit("ns"))
+    np.testing.assert_allclose(got["close"], universe["GONE"]["close"], rtol=1e-15)
+
+
+def test_long_file_errors_name_the_files_row(tmp_path):
+    rows = ["2020-01-06,AAA,1,2,0.5,1.5,10", "2020-01-06,BBB,1,2,0.5,1.5,10",
+            "2020-01-07,AAA,1,2,0.5,1.5,10", "2020-01-07,BBB,1,0.4,0.5,1.5,10"]
+    path = write_csv(tmp_path / "prices.csv", rows, header="timestamp,symbol,open,high,low,close,volume")
+    with pytest.raises(DataError, match=r"prices.csv: symbol BBB, row 4 \(2020-01-07T00:00:00\+00:00\): high 0.4 < low 0.5$"):
+        import_bars(path, tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+    dup = write_csv(tmp_path / "dup.csv", [*rows[:3], "2020-01-06,BBB,1,2,0.5,1.5,10"],
+                    header="timestamp,symbol,open,high,low,close,volume")
+    with pytest.raises(DataError, match=r"dup.csv: symbol BBB, row 4 \(.*\): duplicate timestamp \(same as row 2\)"):
+        import_bars(dup, tmp_path / "store")
+
+
+def test_long_parquet_file_and_dataset(tmp_path, universe):
+    long = pd.concat([b.assign(symbol=s) for s, b in universe.items()]).reset_index()
+    long.to_parquet(tmp_path / "long.parquet")
+    assert import_bars(tmp_path / "long.parquet", tmp_path / "a") == sorted(realistic.SYMBOLS)
+    # A dataset partitioned by symbol (no symbol column in the files) and by year.
+    for (symbol, year), part in long.groupby(["symbol", long["timestamp"].dt.year]):
+        folder = tmp_path / "ds" / f"symbol={symbol}"
+        folder.mkdir(parents=True, exist_ok=True)
+        part.drop(columns="symbol").to_parquet(folder / f"{year}.parquet", index=False)
+    assert import_bars(tmp_path / "ds", tmp_path / "b") == sorted(realistic.SYMBOLS)
+    for symbol in universe:
+        pd.testing.assert_frame_equal(load_bars(tmp_path / "a", symbol), load_bars(tmp_path / "b", symbol))
+    # The same bar in two files is refused, naming both.
+    long[long["symbol"] == "GONE"].iloc[:3].to_parquet(tmp_path / "ds" / "symbol=GONE" / "extra.parquet", index=False)
+    with pytest.raises(DataError, match=r"symbol GONE: timestamp 2019-01-02T00:00:00\+00:00 is also in .*2019.parquet"):
+        import_bars(tmp_path / "ds", tmp_path / "c")
+
+
+def test_wide_parquet_of_closes_keeps_each_symbols_own_bars(tmp_path, universe):
+    daily = {s: universe[s]["close"] for s in ("ACME", "ACME_CUT", "BTC", "GONE")}
+    wide = pd.DataFrame(daily)  # NaN where a symbol has no bar
+    wide.index = wide.index.tz_localize(None)  # naive: read as UTC
+    wide.to_parquet(tmp_path / "closes.parquet")
+    assert import_bars(tmp_path / "closes.parquet", tmp_path / "store") == ["ACME", "ACME_CUT", "BTC", "GONE"]
+    acme = load_bars(tmp_path / "store", "ACME_CUT", dtype="float64")
+    assert acme.index.equals(universe["ACME_CUT"].index.as_unit("ns"))  # no row where it had NaN
+    assert (acme["open"] == acme["close"]).all() and acme["volume"].isna().all()
+    wide.iloc[5, 0] = -1.0
+    wide.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"bad.parquet: symbol ACME, row 6 \(.*\): open -1 is not a positive price"):
+        import_bars(tmp_path / "bad.parquet", tmp_path / "store2")
+
+
+AMBIGUOUS = ["02/01/2020,1,2,0.5,1.5,10", "03/01/2020,1,2,0.5,1.5,10", "06/01/2020,1,2,0.5,1.5,10"]
+
+
+def test_dates_that_read_both_ways_are_refused_as_ambiguous(tmp_path):
+    path = write_csv(tmp_path / "eu.csv", AMBIGUOUS)
+    with pytest.raises(DataError, match=r"eu.csv: symbol EU, row 1: column 'date': dates are ambiguous: '02/01/2020' "
+                                        r"reads as 02 January 2020 day-first and 01 February 2020 month-first.* "
+                                        r"--dayfirst .* --date-format '%m/%d/%Y'"):
+        read_csv_bars(path)
+    day_first = read_csv_bars(path, fmt=TimeFormat(dayfirst=True)).index
+    assert list(day_first.strftime("%Y-%m-%d")) == ["2020-01-02", "2020-01-03", "2020-01-06"]
+    month_first = read_csv_bars(path, fmt=TimeFormat(date_format="%m/%d/%Y")).index
+    assert list(month_first.strftime("%Y-%m-%d")) == ["2020-02-01", "2020-03-01", "2020-06-01"]
+    # One date that reads only day-first settles the file; ISO dates are never day-first.
+    settled = write_csv(tmp_path / "fr.csv", [*AMBIGUOUS, "13/01/2020 ,1,2,0.5,1.5,10"])
+    assert read_csv_bars(settled).index[-1] == pd.Timestamp("2020-01-13", tz=UTC)
+    iso = write_csv(tmp_path / "iso.csv", good_rows(3, "2020-01-02"))
+    assert read_csv_bars(iso, fmt=TimeFormat(dayfirst=True)).index[0] == pd.Timestamp("2020-01-02", tz=UTC)
+    with pytest.raises(DataError, match=r"row 2: column 'date' has '2020-01-03', which does not match --date-format"):
+        read_csv_bars(write_csv(tmp_path / "x.csv", ["01/02/2020,1,2,0.5,1.5,10", "2020-01-03,1,2,0.5,1.5,10"]),
+                      fmt=TimeFormat(date_format="%m/%d/%Y"))
+
+
+def test_local_exchange_time_through_daylight_saving(tmp_path):
+    # New York, hourly bars over the November 2021 fall-back: 01:00 happens twice.
+    local = ["2021-11-07 00:00", "2021-11-07 01:00", "2021-11-07 01:00", "2021-11-07 02:00"]
+    rows = [f"{t},1,2,0.5,1.5,10" for t in local]
+    path = write_csv(tmp_path / "es.csv", rows, header="datetime,open,high,low,close,volume")
+    stamps = read_csv_bars(path, fmt=TimeFormat(tz="America/New_York")).index
+    assert list(stamps.strftime("%H:%M")) == ["04:00", "05:00", "06:00", "07:00"]  # UTC, one hour apart
+    gap = write_csv(tmp_path / "gap.csv", ["2021-03-14 01:00,1,2,0.5,1.5,10", "2021-03-14 02:30,1,2,0.5,1.5,10"],
+                    header="datetime,open,high,low,close,volume")
+    with pytest.raises(DataError, match=r"gap.csv: symbol GAP, row 2: local time '2021-03-14 02:30' does not exist "
+                                        r"in America/New_York"):
+        read_csv_bars(gap, fmt=TimeFormat(tz="America/New_York"))
+    with pytest.raises(DataError, match=r"--tz 'America/New_Yrok': unknown time zone \(did you mean 'America/New_York'\?\)"):
+        TimeFormat(tz="America/New_Yrok")
+    aware = write_csv(tmp_path / "aware.csv", ["2021-06-01T09:30:00-04:00,1,2,0.5,1.5,10"],
+                      header="timestamp,open,high,low,close,volume")
+    assert read_csv_bars(aware, fmt=TimeFormat(tz="Europe/London")).index[0] == pd.Timestamp("2021-06-01 13:30", tz=UTC)

@@ -255,9 +255,9 @@ def _frame_with(**changes) -> pd.DataFrame:
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: make_bars("normal", 50).drop(columns="volume"), "missing bar column(s) volume"),
+        (lambda: make_bars("normal", 50).drop(columns="close"), "missing bar column(s) close"),
+        (lambda: make_bars("normal", 50).drop(columns="volume"), "features volume_z_20, obv need volume"),
         (lambda: make_bars("normal", 50).reset_index(), "index must be a DatetimeIndex"),
-        (lambda: make_bars("normal", 50).tz_convert(None), "must be UTC"),
         (lambda: make_bars("normal", 50).tz_convert("America/New_York"), "must be UTC"),
         (lambda: make_bars("normal", 50).iloc[[0, 1, 3, 2, 4]], "row 3"),
         (lambda: make_bars("normal", 50).iloc[[0, 1, 1, 2]], "strictly increasing"),
@@ -319,3 +319,18 @@ def test_no_lookahead(seed, cut, gap):
     before = compute(bars, EVERYTHING, bench).iloc[: cut + 1]
     after = compute(altered, EVERYTHING, bench_altered).iloc[: cut + 1]
     pd.testing.assert_frame_equal(before, after, check_exact=True)
+
+
+def test_naive_index_is_read_as_utc_and_volume_may_be_missing():
+    bars = make_bars("normal", 300, seed=4)
+    aware = compute(bars, EVERYTHING, bars)
+    naive = bars.set_axis(bars.index.tz_localize(None))
+    got = compute(naive, EVERYTHING, bars)  # a UTC benchmark aligns with naive bars
+    assert got.index.equals(naive.index)  # returned on the index as given
+    pd.testing.assert_frame_equal(got.set_axis(aware.index), aware)
+    price_only = [s for s in EVERYTHING if not INDICATORS[s.name].needs_volume]
+    pd.testing.assert_frame_equal(compute(bars.drop(columns="volume"), price_only, bars),
+                                  aware[feature_columns(price_only)])
+    with pytest.raises(DataError, match=r"symbol 'FX': features volume_z_20, obv need volume, and the bars have none"):
+        compute(bars.assign(volume=np.nan), None, symbol="FX")
+    assert {n for n, ind in INDICATORS.items() if ind.needs_volume} == {"obv", "volume_z"}

@@ -22,7 +22,7 @@ from dask_pipeline.errors import ConfigError
 from dask_pipeline.runner import run
 from dask_pipeline.tuning import signature
 
-N_FOLDS = 3  # small_store: 784 bars = 252 train + test windows of 250, 250, 30
+N_FOLDS = 3  # small_store: 784 bars = 252 train + test windows of 250, 250, 30 (min_test 30 keeps the last)
 SPACE = """
   space:
     model.params.max_depth: {int: [2, 6]}
@@ -40,7 +40,7 @@ def write_config(tmp_path, store, address, name="study", tune="", space=SPACE):
         f"data: {{root: {store}}}\n"
         f"features: {{cache: false, cache_dir: {tmp_path / 'cache'}}}\n"
         "label: {horizon: 5}\n"
-        "folds: {train: 252, test: 250}\n"
+        "folds: {train: 252, test: 250, min_test: 30}\n"
         f"cluster: {{kind: address, address: '{address}'}}\n"
         f"output: {{dir: {tmp_path / 'results'}}}\n"
         f"tune:\n{tune}{space}"

@@ -63,11 +63,17 @@ def reference(tmp_path_factory, small_store):
 
 
 def test_graph_names_shares_features_and_embeds_nothing_large(tmp_path, small_store, monkeypatch):
+    import dask_pipeline.data
+
     reads = []
-    real_load = walkforward_graph.load_bars
-    monkeypatch.setattr(walkforward_graph, "load_bars", lambda *a, **k: reads.append(k.get("columns")) or real_load(*a, **k))
+    real_load = dask_pipeline.data.load_bars
     cfg = load_config(write_config(tmp_path, small_store))
+    monkeypatch.setattr(dask_pipeline.data, "load_bars", lambda *a, **k: reads.append(k.get("columns")) or real_load(*a, **k))
+    walkforward_graph.check(cfg)
+    assert reads == [["close"]] * 4  # before a cluster starts: no volume indicator in `blank`, the folds' layout
+    reads.clear()
     outputs = walkforward_graph.build(cfg)
+    monkeypatch.undo()
     assert sorted(outputs) == sorted(TABLES)
     assert reads == [["close"]] * 4  # the client read only closes to lay out the folds
 

@@ -112,7 +112,7 @@ def test_pooled_fit_predicts_every_test_row_once(market, folds):
     assert np.isfinite(pred["prediction"]).all()
     assert list(fit.importances["model"].unique()) == ["pooled"]
     assert list(fit.importances["feature"]) == list(features[0].columns)
-    assert fit.close_at == bars[0].index[bars[0].index.get_loc(fold.test_end) + 1]
+    assert fit.close_at == dict.fromkeys(symbols, bars[0].index[bars[0].index.get_loc(fold.test_end) + 1])
 
 
 def test_training_never_reads_the_test_window(market, folds):
@@ -211,3 +211,96 @@ def test_aggregate_sorts_by_key_whatever_the_order(market, folds):
     assert forward["equity"].set_index(["fold", "curve", "timestamp"]).index.is_monotonic_increasing
     with pytest.raises(DataError, match="duplicate"):
         aggregate_folds([results[0], results[0]])
+
+
+# ------------------------------------------------- real-shaped data: ragged histories, mixed calendars
+
+from dask_pipeline.folds import plan_folds  # noqa: E402
+from dask_pipeline.walkforward import BUY_AND_HOLD, SAT_OUT  # noqa: E402
+from tests.data import realistic  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ragged():
+    """The realistic universe, its folds, and every fold's result (blank ridge models: fast)."""
+    universe = realistic.universe()
+    symbols = list(universe)
+    bars = [universe[s].astype(np.float32) for s in symbols]
+    features = [causal_features(b) for b in bars]
+    plan = plan_folds({s: b.index for s, b in zip(symbols, bars)}, FoldsConfig(**realistic.FOLDS), HORIZON)
+    model = ModelConfig(name="ridge", preset="blank")
+    results = [backtest_fold(train_fold(f, symbols, bars, features, LabelConfig(horizon=HORIZON), model, 1),
+                             BacktestConfig()) for f in plan.folds]
+    return universe, plan, results
+
+
+def test_no_row_where_a_symbol_has_no_bar(ragged):
+    universe, _, results = ragged
+    tables = aggregate_folds(results)
+    for name, column in (("predictions", "symbol"), ("equity", "curve")):
+        frame = tables[name]
+        for symbol, rows in frame[frame[column] != "portfolio"].groupby(column):
+            assert pd.DatetimeIndex(rows["timestamp"]).isin(universe[symbol].index).all(), (name, symbol)
+    weekend = pd.DatetimeIndex(tables["equity"].query("curve == 'ACME'")["timestamp"]).day_of_week >= 5
+    assert not weekend.any()
+
+
+def test_buy_and_hold_is_the_product_of_the_symbols_returns(ragged):
+    universe, plan, results = ragged
+    close = {s: b["close"].astype(np.float32).astype(np.float64) for s, b in universe.items()}
+    for result in results[1:3]:
+        fold, eq = result.fold, result.equity
+        for symbol in fold.symbols:
+            rows = eq[eq["curve"] == symbol]
+            first, last = rows["timestamp"].iloc[0], rows["timestamp"].iloc[-1]
+            assert first == close[symbol][fold.test_start:].index[0]
+            # Held from the first test bar's close to the closing bar's (or the last bar, delisted).
+            expected = close[symbol][last] / close[symbol][first]
+            assert rows[BUY_AND_HOLD].iloc[-1] == pytest.approx(expected, rel=1e-12)
+            ratios = close[symbol][rows["timestamp"]].pct_change().fillna(0).to_numpy()
+            np.testing.assert_allclose(rows[BUY_AND_HOLD], np.cumprod(1 + ratios), rtol=1e-12)
+        # The portfolio's benchmark: every taking part symbol long at 1/n, cash where it has no bar.
+        port = eq[eq["curve"] == "portfolio"].set_index("timestamp")[BUY_AND_HOLD]
+        gross = port / port.shift(1).fillna(1.0) - 1
+        legs = [eq[eq["curve"] == s].set_index("timestamp")[BUY_AND_HOLD] for s in fold.symbols]
+        legs = [(leg / leg.shift(1).fillna(1.0) - 1).reindex(port.index, fill_value=0.0) for leg in legs]
+        np.testing.assert_allclose(gross, sum(legs) / len(fold.symbols), atol=1e-12)
+
+
+def test_delisted_symbol_trades_until_its_last_bar_then_sits_out(ragged):
+    universe, plan, results = ragged
+    last = universe["GONE"].index[-1]
+    fold2 = results[2]
+    gone = fold2.predictions[fold2.predictions["symbol"] == "GONE"]
+    assert gone["timestamp"].iloc[-1] == last and gone["position"].iloc[-1] == 0.0  # no next bar to hold to
+    assert gone["position"].iloc[:-1].abs().sum() > 0
+    table = aggregate_folds(results)["folds"]
+    row = table[(table["fold"] == 3) & (table["curve"] == "GONE")].iloc[0]
+    assert row["status"] == SAT_OUT and row["note"] == "no bars in the test window (its last bar is 2021-03-15)"
+    assert np.isnan(row["sharpe"]) and row["trades"] == 0 and row["n_test"] == 0
+
+
+def test_fold_table_annualises_each_curve_on_its_calendar(ragged):
+    _, plan, results = ragged
+    table = aggregate_folds(results)["folds"]
+    assert list(table.columns) == FOLD_COLUMNS
+    fold3 = table[table["fold"] == 3].set_index("curve")
+    planned = plan.folds[3].annualisation()
+    assert fold3["periods_per_year"].to_dict() == {k: float(v) for k, v in planned.items()}
+    equity = results[3].equity
+    for curve in ("ACME", "EURUSD", "portfolio"):
+        rows = equity[equity["curve"] == curve]
+        ours = rows["equity"] / rows["equity"].shift(1).fillna(1.0) - 1
+        held = rows[BUY_AND_HOLD] / rows[BUY_AND_HOLD].shift(1).fillna(1.0) - 1
+        excess = (ours - held).to_numpy()
+        ppy = planned[curve]
+        assert fold3.loc[curve, "information_ratio"] == pytest.approx(
+            excess.mean() / excess.std(ddof=1) * np.sqrt(ppy), rel=1e-9)
+        assert fold3.loc[curve, "excess_return"] == pytest.approx(
+            rows["equity"].iloc[-1] - rows[BUY_AND_HOLD].iloc[-1], rel=1e-9)
+        sharpe = ours.mean() / ours.std(ddof=1) * np.sqrt(ppy)
+        assert fold3.loc[curve, "sharpe"] == pytest.approx(sharpe, rel=1e-9)
+    # The pooled model trained on every row that exists: EURUSD's hours too, though it sat fold 2 out.
+    fold2 = table[table["fold"] == 2].set_index("curve")
+    assert fold2.loc["EURUSD", "status"] == SAT_OUT and fold2.loc["EURUSD", "n_train"] > 3000
+    assert fold2.loc["portfolio", "n_train"] == fold2.loc[fold2.index != "portfolio", "n_train"].sum()

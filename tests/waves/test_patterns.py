@@ -97,3 +97,12 @@ def test_combine_sorts_by_symbol_window_score():
         assert rows["window"].is_monotonic_increasing
         assert all(g["score"].is_monotonic_decreasing for _, g in rows.groupby("window"))
     assert combine_scans([]).empty
+
+
+def test_naive_index_is_read_as_utc():
+    bars, _, _ = textbook_story("up")
+    naive = bars.set_axis(bars.index.tz_localize(None)) if bars.index.tz is not None else bars
+    found = scan(naive, symbol="TXT")
+    assert str(found["t0"].dt.tz) == "UTC"
+    expected = scan(naive.set_axis(naive.index.tz_localize("UTC")), symbol="TXT")
+    assert found.equals(expected)
