@@ -230,6 +230,9 @@ def _quiet_libraries() -> None:
     # workers (child processes, which read this at import) need not log it again.
     os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical"}))
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    # Sizing a deep profile tree (the performance report's call stacks) for a message
+    # overflows sizeof's recursion: harmless (the message is sent anyway), but it warns.
+    logging.getLogger("distributed.sizeof").setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

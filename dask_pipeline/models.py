@@ -20,6 +20,13 @@ Conventions of ``fit_fold``:
   features and label), in units of the estimator's score (R^2 or accuracy) lost.
 - Randomness: ``random_state`` comes from ``model_seed(seed, fold_index, symbol)``
   (``np.random.SeedSequence``); estimators run with ``n_jobs=1``. Same inputs, same bits.
+
+Any scikit-learn-compatible estimator can be named by its class path instead of a
+registry name (``model.name: sklearn.linear_model.Lasso``, ``lightgbm.LGBMRegressor``,
+``xgboost.XGBClassifier``, ``mylab.models.Shrunk``): built without arguments, then given
+``model.params`` (checked against its ``get_params()`` at load) and the framework-managed
+parameters it has (``managed_params``: seed and single-threading, whatever their names).
+Presets size the registry's models only; a class path runs with its own defaults.
 """
 
 from __future__ import annotations
@@ -37,13 +44,20 @@ from pydantic import Field, field_validator, model_validator
 
 from dask_pipeline.errors import ConfigError, DataError
 from dask_pipeline.features.scalers import make_scaler
-from dask_pipeline.schema import Section
+from dask_pipeline.schema import Section, did_you_mean
 
 TASKS = ("regression", "classification")
 PRESETS = ("blank", "fast", "balanced", "quality")
 # Set by the framework, never by a config: seeds derive from config.seed, and estimators
 # run single-threaded inside Dask tasks.
 MANAGED_PARAMS = ("random_state", "n_jobs")
+#: The names estimators give their seed and their thread count (scikit-learn, XGBoost,
+#: LightGBM, CatBoost); an estimator by class path gets whichever of them it has.
+SEED_PARAMS = ("random_state", "seed", "random_seed")
+THREAD_PARAMS = ("n_jobs", "nthread", "num_threads", "thread_count")
+#: Per library (top-level module): keyword arguments that keep its native code from
+#: printing to the terminal (LightGBM writes warnings from C++ unless told not to).
+QUIET_PARAMS = {"lightgbm": {"verbose": -1}, "xgboost": {"verbosity": 0}}
 
 
 # --------------------------------------------------------------------------- labels
@@ -129,6 +143,45 @@ def _import_class(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def is_class_path(name: str) -> bool:
+    """Whether ``model.name`` is an estimator's class path (``sklearn.linear_model.Lasso``) rather than a registry name."""
+    return "." in name
+
+
+def estimator_class(path: str) -> type:
+    """The estimator class at ``path``, checked to look like a scikit-learn estimator.
+
+    Raises ``ConfigError`` (without a key: the config's validator names it) for a module or
+    class that is not there (with did-you-mean), or a class without ``fit``, ``predict``
+    and ``get_params``, or one that cannot be built without arguments.
+    """
+    from dask_pipeline.usercode import import_class
+
+    cls = import_class(path)
+    missing = [m for m in ("fit", "predict", "get_params") if not callable(getattr(cls, m, None))]
+    if missing:
+        raise ConfigError(f"{path} is not a scikit-learn-compatible estimator: it has no {', '.join(missing)}")
+    try:
+        cls()
+    except Exception as exc:
+        raise ConfigError(f"{path}() failed ({type(exc).__name__}: {exc}); an estimator by class path must "
+                          "build without arguments (its parameters come from model.params)") from None
+    return cls
+
+
+def managed_params(cls: type, random_state: int) -> dict[str, Any]:
+    """The parameters the framework sets on an estimator by class path: one hook for every estimator.
+
+    Its seed (every name in ``SEED_PARAMS`` it has) from ``model_seed``, its threads
+    (``THREAD_PARAMS``) to 1, as for the registry's models, and its library's quiet flags.
+    """
+    valid = set(cls().get_params())
+    params: dict[str, Any] = {name: random_state for name in SEED_PARAMS if name in valid}
+    params.update({name: 1 for name in THREAD_PARAMS if name in valid})
+    params.update(QUIET_PARAMS.get(cls.__module__.split(".")[0], {}))
+    return params
+
+
 @functools.cache
 def _param_names(*paths: str | None) -> frozenset[str]:
     # Building an estimator to ask its parameters costs ~1 ms; every trial's config asks.
@@ -200,32 +253,54 @@ class ModelConfig(Section):
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
+        if is_class_path(value):
+            try:
+                estimator_class(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            return value
         if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; expected one of {', '.join(MODELS)}")
+            raise ValueError(f"unknown model {value!r}{did_you_mean(value, list(MODELS))}; expected one of "
+                             f"{', '.join(MODELS)}, or an estimator's class path such as sklearn.linear_model.Lasso")
         return value
 
     @model_validator(mode="after")
     def _known_params(self) -> "ModelConfig":
         if not self.params:  # asking the estimator for its parameters imports scikit-learn
             return self
-        valid = MODELS[self.name].param_names() - set(MANAGED_PARAMS)
+        if is_class_path(self.name):
+            names = _param_names(self.name)
+            managed = {n for n in (*SEED_PARAMS, *THREAD_PARAMS) if n in names}
+        else:
+            names, managed = MODELS[self.name].param_names(), set(MANAGED_PARAMS)
+        valid = sorted(names - managed)
         for key in self.params:
-            if key in MANAGED_PARAMS:
+            if key in managed:
                 raise ValueError(
                     f"params.{key} is set by the framework (seeded from config.seed, "
-                    f"n_jobs=1 inside tasks); remove it"
+                    f"single-threaded inside tasks); remove it"
                 )
             if key not in valid:
                 raise ValueError(
-                    f"params.{key}: unknown parameter for {self.name}; valid: "
-                    f"{', '.join(sorted(valid))}"
+                    f"params.{key}: unknown parameter for {self.name}{did_you_mean(key, valid)}; valid: "
+                    f"{', '.join(valid)}"
                 )
         return self
+
+    def preset_note(self) -> str | None:
+        """A note when a preset is set with an estimator by class path (presets size registry models only)."""
+        if is_class_path(self.name) and "preset" in self.model_fields_set:
+            return (f"model.preset {self.preset!r} sizes the built-in models only; {self.name} runs with its "
+                    "own defaults and model.params")
+        return None
 
 
 def check_task(name: str, task: str) -> None:
     """ConfigError unless model ``name`` has an estimator for ``task``."""
     _check_task(task)
+    if is_class_path(name):
+        _check_class_task(name, task)
+        return
     spec = MODELS.get(name)
     if spec is None:
         raise ConfigError(
@@ -240,6 +315,18 @@ def check_task(name: str, task: str) -> None:
         )
 
 
+def _check_class_task(path: str, task: str) -> None:
+    from sklearn.base import is_classifier, is_regressor
+
+    estimator = estimator_class(path)()
+    if task == "classification" and (is_regressor(estimator) or not hasattr(estimator, "predict_proba")):
+        raise ConfigError(f"model.name: {path} is not a classifier with predict_proba, but label.task is "
+                          "'classification'; name a classifier or set label.task: regression")
+    if task == "regression" and is_classifier(estimator):
+        raise ConfigError(f"model.name: {path} is a classifier, but label.task is 'regression'; name a "
+                          "regressor or set label.task: classification")
+
+
 def model_seed(seed: int, fold_index: int, symbol: str | None = None) -> int:
     """The estimator's ``random_state``: from ``SeedSequence([seed, fold_index(, symbol)])``.
 
@@ -252,8 +339,14 @@ def model_seed(seed: int, fold_index: int, symbol: str | None = None) -> int:
 
 
 def make_estimator(cfg: ModelConfig, task: str, random_state: int):
-    """A fresh, unfitted estimator: fixed parameters, then the preset, then ``cfg.params``."""
+    """A fresh, unfitted estimator: fixed parameters, then the preset, then ``cfg.params``.
+
+    An estimator by class path gets ``cfg.params`` and ``managed_params`` (no preset).
+    """
     check_task(cfg.name, task)
+    if is_class_path(cfg.name):
+        cls = estimator_class(cfg.name)
+        return cls(**{**cfg.params, **managed_params(cls, random_state)})
     spec = MODELS[cfg.name]
     cls = spec.estimator_class(task)
     valid = set(cls().get_params())
