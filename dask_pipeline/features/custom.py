@@ -155,7 +155,8 @@ class _UserCompute:
         if not (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)):
             raise ExtensionError(f"{label}: output {output!r} is {series.dtype}, expected numbers")
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        stored = values.astype(np.float32)
+        with np.errstate(over="ignore"):  # overflow is reported below, as a value beyond float32 range
+            stored = values.astype(np.float32)
         bad = np.flatnonzero(np.isinf(stored))
         if bad.size:
             row = int(bad[0])
