@@ -404,15 +404,15 @@ class Config(Section):
     def _import_plugins(cls, value: list[str]) -> list[str]:
         from dask_pipeline.usercode import import_module, is_file_path
 
-        for position, name in enumerate(value):
+        for name in value:
             if is_file_path(name):
-                raise ValueError(f"plugins.{position}: {name!r} is a file; plugins are modules by dotted name "
+                raise ValueError(f"{name!r} is a file; plugins are modules by dotted name "
                                  "(mylab.indicators), importable here and on every worker (see README, "
                                  "'Extending dask-pipeline', for getting a single file to the workers)")
             try:
                 import_module(name)
             except ConfigError as exc:
-                raise ValueError(f"plugins.{position}: {exc}") from None
+                raise ValueError(str(exc)) from None
         dupes = sorted({n for n in value if value.count(n) > 1})
         if dupes:
             raise ValueError(f"lists {', '.join(dupes)} more than once")
