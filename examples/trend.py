@@ -23,18 +23,24 @@ THRESHOLD = 0.3  # efficiency above which a move counts as a trend
 
 def build(cfg):
     """``trend_equity`` and ``trend_metrics`` of the efficiency-filtered trend rule."""
-    columns = [c for spec in cfg.features.indicators for c in spec.columns]
-    efficiency = next((c for c in columns if c.startswith("efficiency_")), None)
-    momentum = next((c for c in columns if c.startswith("mom_")), None)
-    if efficiency is None or momentum is None:
-        raise ConfigError("'features.indicators': the trend graph needs efficiency and mom "
-                          "(plugins: [examples.indicators])")
+    efficiency, momentum = signal_columns(cfg)
     per_symbol = features_tasks(cfg)
     legs = {s: task(trend_leg, bars, feats, efficiency, momentum, name=f"signal-{s}", stage="signal")
             for s, (bars, feats) in per_symbol.items()}
     result = task(run_backtest, legs, cfg.backtest, name="backtest-all", stage="backtest")
     return {"trend_equity": task(pick, result, 0, name="equity", stage="backtest"),
             "trend_metrics": task(pick, result, 1, name="metrics", stage="backtest")}
+
+
+def signal_columns(cfg):
+    """The feature columns of ``efficiency`` and ``mom`` in the config's feature set."""
+    columns = [c for spec in cfg.features.indicators for c in spec.columns]
+    efficiency = next((c for c in columns if c.startswith("efficiency_")), None)
+    momentum = next((c for c in columns if c.startswith("mom_")), None)
+    if efficiency is None or momentum is None:
+        raise ConfigError("'features.indicators': the trend graph needs efficiency and mom "
+                          "(plugins: [examples.indicators])")
+    return efficiency, momentum
 
 
 def trend_leg(bars, features, efficiency, momentum):
