@@ -228,10 +228,11 @@ def _quiet_libraries() -> None:
     # The scheduler and workers log every start and stop at INFO; a user wants warnings.
     # A task that raises our own error is reported once, by the CLI, as one line; the
     # workers (child processes, which read this at import) need not log it again.
-    os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical"}))
-    logging.getLogger("distributed").setLevel(logging.WARNING)
     # Sizing a deep profile tree (the performance report's call stacks) for a message
-    # overflows sizeof's recursion: harmless (the message is sent anyway), but it warns.
+    # overflows sizeof's recursion in the workers: harmless (it is sent anyway), but it warns.
+    os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical",
+                                                "distributed.sizeof": "error"}))
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     logging.getLogger("distributed.sizeof").setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

@@ -190,13 +190,17 @@ def test_a_plugin_missing_or_different_on_one_worker_fails_the_preflight_naming_
         with pytest.raises(ClusterError) as err:
             check_user_code(client, code)
         message = str(err.value)
-        assert message.startswith(f"user code is missing on workers: {bare} (bare) cannot import labplug "
+        assert message.startswith(f"user code is missing: {bare} (bare) cannot import labplug "
                                   "(plugins: ModuleNotFoundError: No module named 'labplug')")
         assert message.count("tcp://") == 1 and "\n" not in message and "UploadFile" in message
         cfg = config(tmp_path, small_store)
         with pytest.raises(ClusterError, match="cannot import labplug"):
             run(cfg, client=client, echo=quiet)
         assert not cfg.run_dir.exists()
+    # A graph module is unpickled by the scheduler too: it is checked there as well.
+    with pytest.raises(ClusterError, match=rf"user code is missing: the scheduler {procs.address} cannot import "
+                                           r"nosuchgraph \(graph: ModuleNotFoundError"):
+        check_user_code(client, UserCode((("nosuchgraph", "graph"),)))
     stale = write_package(tmp_path / "stale", scale=2.0)
     with extra_worker(procs, client, "stale", env={"PYTHONPATH": str(stale)}) as other:
         with pytest.raises(ClusterError, match=rf"other code than this client for user indicators: "
