@@ -198,8 +198,8 @@ def test_a_plugin_missing_or_different_on_one_worker_fails_the_preflight_naming_
             run(cfg, client=client, echo=quiet)
         assert not cfg.run_dir.exists()
     # A graph module is unpickled by the scheduler too: it is checked there as well.
-    with pytest.raises(ClusterError, match=rf"user code is missing: the scheduler {procs.address} cannot import "
-                                           r"nosuchgraph \(graph: ModuleNotFoundError"):
+    with pytest.raises(ClusterError, match=rf"user code is missing: the scheduler {procs.address}, tcp://\S+ \(w0\) "
+                                           r"cannot import nosuchgraph \(graph: ModuleNotFoundError"):
         check_user_code(client, UserCode((("nosuchgraph", "graph"),)))
     stale = write_package(tmp_path / "stale", scale=2.0)
     with extra_worker(procs, client, "stale", env={"PYTHONPATH": str(stale)}) as other:
