@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 
 from dask_pipeline.config import load_config
+from dask_pipeline.data import load_bars
+from dask_pipeline.features import engine, indicator
 from dask_pipeline.errors import ClusterError
 from dask_pipeline.plugins import UserCode
 from dask_pipeline.preflight import check_user_code
@@ -62,7 +64,7 @@ def table(values, symbols):
     return pd.DataFrame({"symbol": symbols, "mean": values})
 
 
-def first_column(features, column):
+def last_column(features, column):
     return features[column]
 
 
@@ -71,8 +73,9 @@ def build(cfg):
     column = cfg.features.indicators[0].columns[0]
     means = [task(scaled_mean, f, column, name=f"mean-{s}", stage="summary") for s, (_, f) in per_symbol.items()]
     first = next(iter(per_symbol.values()))[1]
+    last = cfg.features.indicators[-1].columns[0]
     return {"means": task(table, means, list(per_symbol), name="means", stage="summary"),
-            "signal": task(first_column, first, column, name="signal", stage="summary")}
+            "signal": task(last_column, first, last, name="signal", stage="summary")}
 '''
 
 
@@ -157,12 +160,24 @@ def test_file_graph_from_yaml_and_a_build_function_from_python(cluster, tmp_path
     graph_file = tmp_path / "elsewhere" / "means.py"
     graph_file.parent.mkdir()
     graph_file.write_text(FILE_GRAPH)
+    # An indicator written in a notebook or script (module __main__): no worker can import it, so
+    # it travels by value inside the worker plugin.
+    namespace = {"__name__": "__main__"}
+    exec("def doubled(bars, window=3):\n    return bars['close'].rolling(window).mean() * 2.0\n", namespace)
+    indicator("doubled")(namespace["doubled"])
     (tmp_path / "run.yaml").write_text(
         f"plugins: [labplug]\ngraph: {graph_file}\ndata: {{root: {small_store}}}\n"
-        f"features: {{indicators: [labtrend, ret], cache: false}}\noutput: {{dir: {tmp_path / 'results'}}}\n")
+        f"features: {{indicators: [labtrend, ret, doubled], cache: false}}\noutput: {{dir: {tmp_path / 'results'}}}\n")
     lines: list[str] = []
-    result = run(load_config(tmp_path / "run.yaml"), client=client, echo=lines.append)
-    assert any(line.startswith("look-ahead check: labtrend_5 passed on SYN000") for line in lines)
+    try:
+        result = run(load_config(tmp_path / "run.yaml"), client=client, echo=lines.append)
+    finally:
+        engine.INDICATORS.pop("doubled")
+        engine._plan.cache_clear()
+    close = load_bars(small_store, "SYN000")["close"].astype("float64")
+    signal = pd.read_parquet(result.run_dir / "signal.parquet")["doubled_3"]
+    assert signal.to_numpy().tobytes() == (close.rolling(3).mean() * 2.0).astype("float32").to_numpy().tobytes()
+    assert "look-ahead check: labtrend_5, doubled_3 passed on SYN000 (784 bars)" in lines
     means = pd.read_parquet(result.run_dir / "means.parquet")
     assert list(means["symbol"]) == ["SYN000", "SYN001", "SYN002", "SYN003"] and means["mean"].notna().all()
     assert isinstance(pd.read_parquet(result.run_dir / "signal.parquet").index, pd.DatetimeIndex)
