@@ -382,6 +382,9 @@ class OutputConfig(Section):
 class Config(Section):
     """A whole run: which graph, on which data, with which stages, on which cluster."""
 
+    #: Modules imported here and on every worker before the graph is built (user
+    #: indicators, estimators); listed first, so what they register validates below.
+    plugins: list[str] = []
     graph: str = "datacheck"
     seed: int = 0
     data: DataConfig = DataConfig()
@@ -396,14 +399,40 @@ class Config(Section):
     output: OutputConfig = OutputConfig()
     monitor: MonitorConfig = MonitorConfig()
 
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, value: list[str]) -> list[str]:
+        from dask_pipeline.usercode import import_module, is_file_path
+
+        for name in value:
+            if is_file_path(name):
+                raise ValueError(f"{name!r} is a file; plugins are modules by dotted name "
+                                 "(mylab.indicators), importable here and on every worker (see README, "
+                                 "'Extending dask-pipeline', for getting a single file to the workers)")
+            try:
+                import_module(name)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        dupes = sorted({n for n in value if value.count(n) > 1})
+        if dupes:
+            raise ValueError(f"lists {', '.join(dupes)} more than once")
+        return value
+
     @field_validator("graph")
     @classmethod
     def _known_graph(cls, value: str) -> str:
-        from dask_pipeline.graph import graph_names
+        # A shipped name is checked by name (importing tune would load Optuna); user code is
+        # imported, so a missing module, file or build() fails at load.
+        from dask_pipeline.graph import graph_names, load_graph
+        from dask_pipeline.usercode import is_file_path
 
-        if value not in graph_names():
-            raise ValueError(f"unknown graph{did_you_mean(value, graph_names())}; known: {', '.join(graph_names())}")
-        return value
+        if value in graph_names():
+            return value
+        try:
+            load_graph(value, key=None)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return str(Path(value).expanduser().resolve()) if is_file_path(value) else value
 
     @model_validator(mode="after")
     def _model_fits_task(self) -> Config:
@@ -469,7 +498,24 @@ class Config(Section):
             data.pop(key, None)
         for key in ("cache", "cache_dir"):
             data["features"].pop(key)
+        code = _user_code(self)
+        if code:  # user code defines results too: an edited indicator or graph is another digest
+            data["code"] = code
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _user_code(cfg: Config) -> dict[str, str]:
+    """Code identities of the run's user indicators and user graph (empty for shipped code only)."""
+    from dask_pipeline.features.custom import user_indicators
+
+    users = user_indicators()
+    code = {f"indicator:{s.name}": users[s.name].code for s in cfg.features.indicators if s.name in users}
+    if "." in cfg.graph or "/" in cfg.graph:
+        from dask_pipeline.graph import load_graph
+        from dask_pipeline.usercode import module_source
+
+        code["graph"] = hashlib.sha256(module_source(load_graph(cfg.graph))).hexdigest()[:16]
+    return code
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:

@@ -19,3 +19,9 @@ class ClusterError(DaskPipelineError):
 
 class ThresholdError(DaskPipelineError):
     """A finished run crossed a ``monitor`` threshold and ``monitor.fail_on_threshold`` is set."""
+
+
+class ExtensionError(DaskPipelineError):
+    """User code (a graph, plugin, indicator or estimator) broke its contract: a graph output
+    of the wrong type, an indicator returning misaligned or infinite values, or one that
+    looks ahead. The message names the extension."""

@@ -24,6 +24,7 @@ import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dask
@@ -199,20 +200,131 @@ def graph_names() -> list[str]:
     return list(_graph_names())
 
 
-def load_graph(name: str) -> Any:
-    """The module of the graph named ``name``.
+def load_graph(name: str, key: str | None = "graph") -> Any:
+    """The graph module ``name`` names: a shipped graph, a dotted module, or a ``.py`` file.
 
     A graph module has ``build(cfg) -> dict[str, Delayed]`` (a static graph the runner
     computes), or ``drive(cfg, client, echo) -> dict[str, value]`` (a driver that submits
     tasks as earlier results come back, like an Optuna study). Each output becomes a file.
+
+    A dotted module (``mylab.graphs.momentum``) is imported by name, here and on every
+    worker (its functions are pickled by reference). A file (``graphs/mine.py``, relative
+    to the current directory) is loaded under a name of its own and pickled by value:
+    its functions travel with the tasks and the file need not exist on the workers.
+
+    Raises ``ConfigError`` naming ``key`` for an unknown graph (with the closest name), a
+    module that cannot be imported, a file that does not exist, or a module with neither
+    ``build`` nor ``drive``.
     """
-    if name not in graph_names():
+    from dask_pipeline.usercode import import_file, import_module, is_dotted, is_file_path
+
+    prefix = f"'{key}': " if key else ""
+    if is_file_path(name):
+        module = import_file(name, key)
+    elif is_dotted(name):
+        module = import_module(name, key)
+    elif name in graph_names():
+        return importlib.import_module(f"dask_pipeline.graphs.{name}")
+    else:
         import difflib
 
         close = difflib.get_close_matches(name, graph_names(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"'graph': unknown graph {name!r}{hint}; known: {', '.join(graph_names())}")
-    return importlib.import_module(f"dask_pipeline.graphs.{name}")
+        named = f" {name!r}" if key else ""  # a validator's message gets the value appended
+        raise ConfigError(f"{prefix}unknown graph{named}{hint}; known: {', '.join(graph_names())}, "
+                          "or a dotted module (mylab.graphs.momentum) or a .py file")
+    if not callable(getattr(module, "build", None)) and not callable(getattr(module, "drive", None)):
+        raise ConfigError(f"{prefix}{_module_label(module)} has neither build(cfg) nor drive(cfg, client, echo); "
+                          "a graph module defines build(cfg) -> dict of delayed outputs")
+    return module
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A graph resolved for a run: what has ``build`` or ``drive``, and how ``run.json`` names it.
+
+    ``label`` is what ``graph:`` would say to load it again (a shipped name, a dotted module,
+    a file path), or ``module.function`` for a build function given in Python; ``repeatable``
+    says whether ``graph: <label>`` in the written config.yaml loads it again.
+    """
+
+    source: Any
+    label: str
+    repeatable: bool
+    module: str | None  # a module workers must import by name (None: shipped, a file, or __main__)
+
+
+def resolve_graph(graph: Any) -> Graph:
+    """A run's graph from what ``dask_pipeline.run(cfg, graph=...)`` or ``graph:`` gives.
+
+    Parameters
+    ----------
+    graph
+        A ``graph:`` value (shipped name, dotted module, ``.py`` path), a module with
+        ``build`` or ``drive``, or a ``build(cfg)`` function.
+    """
+    import types
+
+    from dask_pipeline.usercode import FILE_MODULE_PREFIX
+
+    if isinstance(graph, str):
+        module = load_graph(graph)
+        shipped = module.__name__.startswith("dask_pipeline.graphs.")
+        by_name = not shipped and not module.__name__.startswith(FILE_MODULE_PREFIX)
+        label = str(Path(graph).expanduser().resolve()) if module.__name__.startswith(FILE_MODULE_PREFIX) else graph
+        return Graph(module, label, True, module.__name__ if by_name else None)
+    if isinstance(graph, types.ModuleType):
+        if not callable(getattr(graph, "build", None)) and not callable(getattr(graph, "drive", None)):
+            raise ConfigError(f"graph=: {_module_label(graph)} has neither build(cfg) nor drive(cfg, client, echo)")
+        if graph.__name__.startswith(FILE_MODULE_PREFIX):
+            return Graph(graph, str(graph.__file__), True, None)
+        if graph.__name__.startswith("dask_pipeline.graphs."):
+            return Graph(graph, graph.__name__.rpartition(".")[2], True, None)
+        main = graph.__name__ == "__main__"
+        return Graph(graph, graph.__name__, not main, None if main else graph.__name__)
+    if callable(graph):
+        owner = getattr(graph, "__module__", None) or "__main__"
+        label = f"{owner}.{getattr(graph, '__qualname__', type(graph).__name__)}"
+        by_name = owner != "__main__" and not owner.startswith(FILE_MODULE_PREFIX)
+        return Graph(SimpleNamespace(build=graph), label, False, owner if by_name else None)
+    raise ConfigError(f"graph=: expected a graph name, a module with build(cfg), or a build(cfg) function; "
+                      f"got {type(graph).__name__}")
+
+
+def check_outputs(values: dict[str, Any]) -> dict[str, Any]:
+    """A graph's computed outputs, checked before anything is written: one file each.
+
+    A Series becomes a one-column DataFrame; anything that is not a DataFrame, dict,
+    list or str is an ``ExtensionError`` naming the output, so a run never writes some
+    files and then fails on another.
+    """
+    import pandas as pd
+
+    from dask_pipeline.errors import ExtensionError
+
+    checked: dict[str, Any] = {}
+    for name, value in values.items():
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise ExtensionError(f"graph output {name!r}: names become file names; use a plain name such as 'signals'")
+        if isinstance(value, pd.Series):
+            value = value.to_frame(value.name if value.name is not None else name)
+        if isinstance(value, pd.DataFrame):
+            odd = [c for c in value.columns if not isinstance(c, str)]
+            if odd:
+                raise ExtensionError(f"graph output {name!r}: column names must be text for Parquet, got "
+                                     f"{', '.join(map(repr, odd[:5]))}")
+        elif not isinstance(value, dict | list | str):
+            raise ExtensionError(f"graph output {name!r} is a {type(value).__name__}; expected a DataFrame "
+                                 "(written as Parquet), a Series, a dict or list (JSON) or a str (text)")
+        checked[name] = value
+    return checked
+
+
+def _module_label(module: Any) -> str:
+    from dask_pipeline.usercode import FILE_MODULE_PREFIX
+
+    name = getattr(module, "__name__", "?")
+    return f"{module.__file__}" if name.startswith(FILE_MODULE_PREFIX) else f"module {name}"
 
 
 # ----------------------------------------------------------------- notes and checks

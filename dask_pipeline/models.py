@@ -24,15 +24,22 @@ Conventions of ``fit_fold``:
 - Randomness: ``random_state`` comes from ``model_seed(seed, fold_index, symbol)``
   (``np.random.SeedSequence``); estimators run with ``n_jobs=1``. Same inputs, same bits.
 - Device (``model.device``): ``cpu``, ``cuda`` (models whose ``ModelSpec.devices`` include
-  it: ``xgboost``), or ``auto``, which the graph resolves once per run with
-  ``resolve_device``: ``cuda`` when the model trains on a GPU and the cluster has GPU
-  workers, else ``cpu`` (so the choice never depends on which worker a task lands on; an
-  unresolved ``auto`` reaching ``fit_fold`` trains on the CPU). A ``cuda`` fit checks that
-  its process sees a GPU and stops with one line if not, rather than let XGBoost fall back
-  to the CPU silently. XGBoost trains on the GPU and predicts on the CPU (the trees are
-  the model; no device round trip for the test rows). GPU and CPU fits of the same seed
-  are different models -- XGBoost builds its GPU histograms in another summation order --
-  each repeatable on its own device.
+  it: ``xgboost``, and an estimator by class path with a ``device`` parameter), or ``auto``,
+  which the graph resolves once per run with ``resolve_device``: ``cuda`` when the model
+  trains on a GPU and the cluster has GPU workers, else ``cpu`` (so the choice never
+  depends on which worker a task lands on; an unresolved ``auto`` reaching ``fit_fold``
+  trains on the CPU). A ``cuda`` fit checks that its process sees a GPU and stops with one
+  line if not, rather than let XGBoost fall back to the CPU silently. XGBoost trains on the
+  GPU and predicts on the CPU (the trees are the model; no device round trip for the test
+  rows). GPU and CPU fits of the same seed are different models -- XGBoost builds its GPU
+  histograms in another summation order -- each repeatable on its own device.
+
+Any scikit-learn-compatible estimator can be named by its class path instead of a
+registry name (``model.name: sklearn.linear_model.Lasso``, ``lightgbm.LGBMRegressor``,
+``xgboost.XGBClassifier``, ``mylab.models.Shrunk``): built without arguments, then given
+``model.params`` (checked against its ``get_params()`` at load) and the framework-managed
+parameters it has (``managed_params``: seed, single-threading and device, whatever their
+names). Presets size the registry's models only; a class path runs with its own defaults.
 """
 
 from __future__ import annotations
@@ -52,20 +59,25 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dask_pipeline.errors import ClusterError, ConfigError, DataError
 from dask_pipeline.features.scalers import make_scaler
-from dask_pipeline.schema import Section
+from dask_pipeline.schema import Section, did_you_mean
 
 TASKS = ("regression", "classification")
 PRESETS = ("blank", "fast", "balanced", "quality")
 DEVICES = ("auto", "cpu", "cuda")
+#: The names estimators give their seed and their thread count (scikit-learn, XGBoost,
+#: LightGBM, CatBoost); an estimator by class path gets whichever of them it has.
+SEED_PARAMS = ("random_state", "seed", "random_seed")
+THREAD_PARAMS = ("n_jobs", "nthread", "num_threads", "thread_count")
 # Set by the framework, never by a config, with the reason: seeds derive from config.seed,
 # estimators run single-threaded inside Dask tasks, and model.device picks the device.
 MANAGED_PARAMS = {
-    "random_state": "seeded from config.seed",
-    "seed": "seeded from config.seed",
-    "n_jobs": "n_jobs=1 inside tasks",
-    "nthread": "n_jobs=1 inside tasks",
+    **dict.fromkeys(SEED_PARAMS, "seeded from config.seed"),
+    **dict.fromkeys(THREAD_PARAMS, "single-threaded inside tasks"),
     "device": "set model.device instead",
 }
+#: Per library (top-level module): keyword arguments that keep its native code from
+#: printing to the terminal (LightGBM writes warnings from C++ unless told not to).
+QUIET_PARAMS = {"lightgbm": {"verbose": -1}, "xgboost": {"verbosity": 0}}
 
 
 # --------------------------------------------------------------------------- labels
@@ -172,6 +184,56 @@ def _import_class(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def is_class_path(name: str) -> bool:
+    """Whether ``model.name`` is an estimator's class path (``sklearn.linear_model.Lasso``) rather than a registry name."""
+    return "." in name
+
+
+def estimator_class(path: str) -> type:
+    """The estimator class at ``path``, checked to look like a scikit-learn estimator.
+
+    Raises ``ConfigError`` (without a key: the config's validator names it) for a module or
+    class that is not there (with did-you-mean), or a class without ``fit``, ``predict``
+    and ``get_params``, or one that cannot be built without arguments.
+    """
+    from dask_pipeline.usercode import import_class
+
+    cls = import_class(path)
+    missing = [m for m in ("fit", "predict", "get_params") if not callable(getattr(cls, m, None))]
+    if missing:
+        raise ConfigError(f"{path} is not a scikit-learn-compatible estimator: it has no {', '.join(missing)}")
+    try:
+        cls()
+    except Exception as exc:
+        raise ConfigError(f"{path}() failed ({type(exc).__name__}: {exc}); an estimator by class path must "
+                          "build without arguments (its parameters come from model.params)") from None
+    return cls
+
+
+def managed_params(cls: type, random_state: int, device: str = "cpu") -> dict[str, Any]:
+    """The parameters the framework sets on an estimator by class path: one hook for every estimator.
+
+    Its seed (every name in ``SEED_PARAMS`` it has) from ``model_seed``, its threads
+    (``THREAD_PARAMS``) to 1, as for the registry's models, its ``device`` where it takes
+    one (``model.device``, resolved), and its library's quiet flags.
+    """
+    valid = set(cls().get_params())
+    params: dict[str, Any] = {name: random_state for name in SEED_PARAMS if name in valid}
+    params.update({name: 1 for name in THREAD_PARAMS if name in valid})
+    if "device" in valid:
+        params["device"] = device
+    params.update(QUIET_PARAMS.get(cls.__module__.split(".")[0], {}))
+    return params
+
+
+def model_devices(name: str) -> tuple[str, ...]:
+    """The devices model ``name`` trains on: its registry entry's, or for a class path the
+    CPU, and CUDA too where the estimator takes a ``device`` parameter (XGBoost's)."""
+    if is_class_path(name):
+        return ("cpu", "cuda") if "device" in _param_names(name) else ("cpu",)
+    return MODELS[name].devices if name in MODELS else DEVICES
+
+
 @functools.cache
 def _param_names(*paths: str | None) -> frozenset[str]:
     # Building an estimator to ask its parameters costs ~1 ms; every trial's config asks.
@@ -260,8 +322,15 @@ class ModelConfig(Section):
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
+        if is_class_path(value):
+            try:
+                estimator_class(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            return value
         if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; expected one of {', '.join(MODELS)}")
+            raise ValueError(f"unknown model {value!r}{did_you_mean(value, list(MODELS))}; expected one of "
+                             f"{', '.join(MODELS)}, or an estimator's class path such as sklearn.linear_model.Lasso")
         spec = MODELS[value]
         if spec.extra is not None and not spec.installed():
             raise ValueError(f"{value} is not installed: pip install -e '.[{spec.extra}]'")
@@ -271,7 +340,7 @@ class ModelConfig(Section):
     @classmethod
     def _device_supported(cls, value: str, info: ValidationInfo) -> str:
         name = info.data.get("name")  # absent when the name itself was refused
-        devices = MODELS[name].devices if name in MODELS else DEVICES
+        devices = model_devices(name) if name is not None else DEVICES
         if value != "auto" and value not in devices:
             gpu = [m for m, s in MODELS.items() if value in s.devices]
             raise ValueError(
@@ -284,21 +353,36 @@ class ModelConfig(Section):
     def _known_params(self) -> "ModelConfig":
         if not self.params:  # asking the estimator for its parameters imports scikit-learn
             return self
-        valid = MODELS[self.name].param_names() - set(MANAGED_PARAMS)
+        if is_class_path(self.name):
+            names = _param_names(self.name)
+            managed = set(MANAGED_PARAMS) & names
+        else:
+            names, managed = MODELS[self.name].param_names(), set(MANAGED_PARAMS)
+        valid = sorted(names - managed)
         for key in self.params:
-            if key in MANAGED_PARAMS:
+            if key in managed:
                 raise ValueError(f"params.{key} is set by the framework ({MANAGED_PARAMS[key]}); remove it")
             if key not in valid:
                 raise ValueError(
-                    f"params.{key}: unknown parameter for {self.name}; valid: "
-                    f"{', '.join(sorted(valid))}"
+                    f"params.{key}: unknown parameter for {self.name}{did_you_mean(key, valid)}; valid: "
+                    f"{', '.join(valid)}"
                 )
         return self
+
+    def preset_note(self) -> str | None:
+        """A note when a preset is set with an estimator by class path (presets size registry models only)."""
+        if is_class_path(self.name) and "preset" in self.model_fields_set:
+            return (f"model.preset {self.preset!r} sizes the built-in models only; {self.name} runs with its "
+                    "own defaults and model.params")
+        return None
 
 
 def check_task(name: str, task: str) -> None:
     """ConfigError unless model ``name`` has an estimator for ``task``."""
     _check_task(task)
+    if is_class_path(name):
+        _check_class_task(name, task)
+        return
     spec = MODELS.get(name)
     if spec is None:
         raise ConfigError(
@@ -311,6 +395,18 @@ def check_task(name: str, task: str) -> None:
             f"model.name: {name!r} supports {' and '.join(supported)} only, but label.task is "
             f"{task!r}; for {task} use one of {', '.join(fits)}"
         )
+
+
+def _check_class_task(path: str, task: str) -> None:
+    from sklearn.base import is_classifier, is_regressor
+
+    estimator = estimator_class(path)()
+    if task == "classification" and (is_regressor(estimator) or not hasattr(estimator, "predict_proba")):
+        raise ConfigError(f"model.name: {path} is not a classifier with predict_proba, but label.task is "
+                          "'classification'; name a classifier or set label.task: regression")
+    if task == "regression" and is_classifier(estimator):
+        raise ConfigError(f"model.name: {path} is a classifier, but label.task is 'regression'; name a "
+                          "regressor or set label.task: classification")
 
 
 def model_seed(seed: int, fold_index: int, symbol: str | None = None) -> int:
@@ -337,14 +433,23 @@ def resolve_device(cfg: ModelConfig, gpu_workers: bool) -> ModelConfig:
             "model.device is 'cuda' but the cluster has no GPU worker (resource GPU); run on a GPU node "
             "(cluster.kind: local-cuda, or cluster/cuda-worker.sh), or set model.device: auto or cpu"
         )
-    if cfg.device != "auto" or "cuda" not in MODELS[cfg.name].devices:
+    if cfg.device != "auto" or "cuda" not in model_devices(cfg.name):
         return cfg  # a CPU-only model's auto is the CPU already (and its tasks keep their keys)
     return cfg.model_copy(update={"device": "cuda" if gpu_workers else "cpu"})
 
 
 def make_estimator(cfg: ModelConfig, task: str, random_state: int):
-    """A fresh, unfitted estimator: fixed parameters, the preset, ``cfg.params``, then the managed ones."""
+    """A fresh, unfitted estimator: fixed parameters, the preset, ``cfg.params``, then the managed ones.
+
+    An estimator by class path gets ``cfg.params`` and ``managed_params`` (no preset).
+    """
     check_task(cfg.name, task)
+    device = "cpu" if cfg.device == "auto" else cfg.device  # auto unresolved by a graph: the CPU
+    if device == "cuda":
+        require_gpu(cfg.name)
+    if is_class_path(cfg.name):
+        cls = estimator_class(cfg.name)
+        return cls(**{**cfg.params, **managed_params(cls, random_state, device)})
     spec = MODELS[cfg.name]
     cls = spec.estimator_class(task)
     valid = frozenset(cls().get_params())
@@ -363,7 +468,7 @@ def make_estimator(cfg: ModelConfig, task: str, random_state: int):
 
 def require_gpu(name: str) -> None:
     """``ClusterError`` unless this process sees a CUDA GPU that model ``name`` can train on."""
-    if name == "xgboost" and not _xgboost_sees_gpu():
+    if (name == "xgboost" or name.startswith("xgboost.")) and not _xgboost_sees_gpu():
         import socket
 
         raise ClusterError(

@@ -21,7 +21,16 @@ trip each (they run on every run, so they stay cheap):
    object store URL needs the storage library and credentials on every worker. Every
    graph reads the store, so this check always runs.
 
-Workers that join after the check (adaptive scaling, queued SLURM jobs) are not checked.
+3. **User code** (only when the run has some: ``plugins``, a user graph module, an
+   estimator by class path, indicators defined in a notebook or graph file): installs
+   the worker plugin that imports it on every worker (``dask_pipeline.plugins``), then
+   reads each worker's record. A module that a worker cannot import fails the run with
+   one line naming the worker and the module; so does a user indicator whose code on a
+   worker differs from the client's, and a graph module the scheduler cannot import (it
+   unpickles the task graph, so it needs the functions of a graph imported by name).
+
+Workers that join after the check (adaptive scaling, queued SLURM jobs) are not checked;
+they do import the user code when they join (the plugin is the scheduler's).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ HINT = "see cluster/README.md, 'Data on several machines'"
 _SHOWN_ADDRESSES = 5
 
 
-def check_workers(client: Any, cfg: Any, echo: Callable[..., Any] = print) -> list[str]:
+def check_workers(client: Any, cfg: Any, echo: Callable[..., Any] = print, code: Any = None) -> list[str]:
     """Check the connected cluster's versions and data access for ``cfg``; raise on what would break the run.
 
     Parameters
@@ -51,6 +60,8 @@ def check_workers(client: Any, cfg: Any, echo: Callable[..., Any] = print) -> li
         The run's ``Config`` (``data.root``, ``data.symbols``, ``features.benchmark``).
     echo
         Where warnings go, as ``warning: ...`` lines.
+    code
+        The run's ``plugins.UserCode``: installed on every worker and checked there.
 
     Returns
     -------
@@ -75,6 +86,8 @@ def check_workers(client: Any, cfg: Any, echo: Callable[..., Any] = print) -> li
         )
     for line in warnings:
         echo(f"warning: {line}")
+    if code:
+        check_user_code(client, code)
 
     from dask_pipeline.graph import symbols_of
 
@@ -92,6 +105,78 @@ def check_workers(client: Any, cfg: Any, echo: Callable[..., Any] = print) -> li
             f"URL (s3://bucket/prefix) with credentials in every worker's environment, {HINT}"
         )
     return warnings
+
+
+def check_user_code(client: Any, code: Any) -> None:
+    """Install ``code`` (a ``plugins.UserCode``) on every worker; raise unless every worker imported it alike.
+
+    Raises
+    ------
+    ClusterError
+        One line per distinct failure, naming the workers (address and name) and the
+        module; or the workers whose user indicators are other code than the client's.
+    """
+    from dask_pipeline.features.custom import user_indicators
+    from dask_pipeline.plugins import install, worker_state
+
+    install(client, code)
+    states = client.run(worker_state, on_error="return")
+    # The scheduler unpickles the task graph: the functions of a graph module imported by
+    # name must import there too (plugins and estimators only travel as names).
+    graph_modules = [module for module, key in code.modules if key == "graph"]
+    on_scheduler = client.run_on_scheduler(_import_problems(), graph_modules) if graph_modules else {}
+    names = {address: info.get("name") for address, info in client.scheduler_info()["workers"].items()}
+
+    def worker(address: str) -> str:
+        name = names.get(address)
+        return f"{address} ({name})" if name is not None and str(name) != address else address
+
+    failures: dict[str, list[str]] = {}
+    for module, problem in on_scheduler.items():
+        failures.setdefault(f"{module} (graph: {problem})", []).append(f"the scheduler {client.scheduler.address}")
+    for address, state in sorted(states.items()):
+        if not isinstance(state, dict):  # the plugin never ran there, or reading its record failed
+            failures.setdefault(f"the user-code plugin: {_problem_text(state)}", []).append(worker(address))
+            continue
+        for module, problem in sorted(state["failures"].items()):
+            failures.setdefault(f"{module} ({problem})", []).append(worker(address))
+    if failures:
+        listed = "; ".join(f"{_addresses(addresses)} cannot import {what}" for what, addresses in failures.items())
+        raise ClusterError(
+            f"user code is missing: {listed}; install it on every worker (pip install your package there; a graph "
+            "module on the scheduler too), or upload it with Dask's UploadFile/UploadDirectory plugins "
+            "(README, 'Extending dask-pipeline')"
+        )
+    here = {name: entry.code for name, entry in user_indicators().items()}
+    other: dict[str, list[str]] = {}
+    for address, state in sorted(states.items()):
+        for name, identity in here.items():
+            if state["identities"].get(name, identity) != identity:
+                other.setdefault(name, []).append(worker(address))
+    if other:
+        listed = "; ".join(f"indicator {name!r} on {_addresses(addresses)}" for name, addresses in other.items())
+        raise ClusterError(f"workers run other code than this client for user indicators: {listed}; install "
+                           "the same version of the package that defines them on every machine")
+
+
+def _import_problems() -> Callable[[list[str]], dict[str, str]]:
+    """A function giving ``{module: "Error: text"}`` for the modules a process cannot import.
+
+    Made here as a nested function so that cloudpickle sends it by value: the scheduler it
+    runs on need not have dask-pipeline installed.
+    """
+    def problems(modules: list[str]) -> dict[str, str]:
+        import importlib
+
+        found = {}
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:
+                found[module] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        return found
+
+    return problems
 
 
 def version_mismatches(report: dict[str, Any], scheduler_name: str = "the scheduler") -> tuple[list[str], list[str]]:

@@ -554,5 +554,59 @@ def _bars(data: dict[str, Any], symbol: str) -> pd.DataFrame | None:
                      columns=["close"], dtype="float64")
 
 
+#: Output files the sections above show (or that are the run's record): the generic section skips them.
+SHOWN_OUTPUTS = {"summary.parquet", "folds.parquet", "predictions.parquet", "equity.parquet", "importances.parquet",
+                 "trials.parquet", "best_params.json", "best_config.yaml", "waves.parquet"}
+GENERIC_ROWS = 10
+GENERIC_TEXT = 4000
+
+
+def outputs_section(page: _Page, record: dict[str, Any]) -> None:
+    """Every other graph output (a user graph's): its size, first and last rows, a line chart when time-indexed.
+
+    A frame is time-indexed when its index, or a ``timestamp`` column, holds datetimes; its
+    numeric columns are drawn against time (a legend up to ``MAX_LABELLED_CURVES``). JSON
+    and text outputs are shown as text, cut at ``GENERIC_TEXT`` characters.
+    """
+    names = [n for n in record.get("outputs", []) if n not in SHOWN_OUTPUTS and (page.run_dir / n).is_file()]
+    blocks = []
+    for name in names:
+        path = page.run_dir / name
+        blocks.append(f"<h3>{_esc(name)}</h3>")
+        if name.endswith(".parquet"):
+            blocks.extend(_frame_blocks(page, name.removesuffix(".parquet"), pd.read_parquet(path)))
+        else:
+            text = path.read_text(errors="replace")
+            cut = f"\n... ({len(text) - GENERIC_TEXT} more characters)" if len(text) > GENERIC_TEXT else ""
+            blocks.append(f"<pre>{_esc(text[:GENERIC_TEXT] + cut)}</pre>")
+    if blocks:
+        page.section("outputs", "Other outputs", *blocks)
+
+
+def _frame_blocks(page: _Page, name: str, frame: pd.DataFrame) -> list[str]:
+    blocks = [f"<p class=\"note\">{len(frame)} rows x {frame.shape[1]} columns</p>"]
+    series = frame
+    if "timestamp" in frame.columns and pd.api.types.is_datetime64_any_dtype(frame["timestamp"]):
+        series = frame.set_index("timestamp")
+    numeric = series.select_dtypes("number")
+    if isinstance(series.index, pd.DatetimeIndex) and not numeric.empty and len(series) > 1 \
+            and series.index.is_unique:
+        def draw(fig: Any) -> None:
+            ax = fig.add_subplot()
+            for column in numeric:
+                ax.plot(numeric.index, numeric[column].to_numpy(dtype=float), lw=0.9, label=str(column))
+            ax.set_title(name)
+            if numeric.shape[1] <= MAX_LABELLED_CURVES:
+                ax.legend(ncol=4, fontsize="small")
+
+        blocks.append(page.figure(f"output-{name}", draw))
+    shown = frame if len(frame) <= 2 * GENERIC_ROWS else pd.concat([frame.head(GENERIC_ROWS), frame.tail(GENERIC_ROWS)])
+    index = not isinstance(frame.index, pd.RangeIndex)
+    blocks.append(_table(shown, index=index))
+    if len(frame) > 2 * GENERIC_ROWS:
+        blocks.append(f"<p class=\"note\">first and last {GENERIC_ROWS} rows</p>")
+    return blocks
+
+
 SECTIONS = [summary_section, data_section, equity_section, folds_section, importances_section, optuna_section,
-            waves_section, stages_section, config_section]
+            waves_section, outputs_section, stages_section, config_section]

@@ -14,7 +14,7 @@ from typing import Any
 from dask_pipeline.cluster import connect, describe
 from dask_pipeline.config import Config, dump_config, redact
 from dask_pipeline.errors import ConfigError, ThresholdError
-from dask_pipeline.graph import gpu_workers, load_graph, run_notes, run_record, stages_of, symbols_of
+from dask_pipeline.graph import check_outputs, gpu_workers, resolve_graph, run_notes, run_record, stages_of, symbols_of
 from dask_pipeline.monitor import (StageMonitor, check_thresholds, format_table, portfolio_metrics, progress_display,
                                    stage_times, task_dependencies)
 from dask_pipeline.preflight import check_workers
@@ -34,7 +34,8 @@ class RunResult:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = False, resume: bool = False) -> RunResult:
+def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = False, resume: bool = False,
+        graph: Any = None) -> RunResult:
     """Compute ``cfg``'s graph and write its results under ``cfg.run_dir``.
 
     Parameters
@@ -51,26 +52,49 @@ def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = Fal
     resume
         Keep the checkpoints an interrupted run of the same config left, and compute only
         what is missing; otherwise start clean.
+    graph
+        The graph to run instead of ``cfg.graph``: a module with ``build(cfg)`` (or
+        ``drive``), a ``build(cfg)`` function, or a ``graph:`` value. It gets the same
+        machinery as a shipped graph (preflight, stages, progress, run record, report).
 
     Returns
     -------
     RunResult
     """
     check_run_dir(cfg.run_dir)  # a results folder that cannot be written fails now, not after the computation
+    resolved = resolve_graph(cfg.graph if graph is None else graph)
+    if graph is not None and resolved.repeatable:
+        cfg = cfg.model_copy(update={"graph": resolved.label})  # config.yaml then repeats this run
     prepare_data(cfg, echo)
     if not resume:
         shutil.rmtree(cfg.run_dir / "checkpoints", ignore_errors=True)
     elif cfg.checkpoint_dir.exists():
         echo(f"resuming: {len(list(cfg.checkpoint_dir.iterdir()))} checkpoints in {cfg.checkpoint_dir}")
-    graph = load_graph(cfg.graph)
-    symbols_of(cfg)  # a missing symbol fails here, before any cluster starts
-    if hasattr(graph, "check"):
-        graph.check(cfg)  # what the graph can refuse from the config and the store alone
+    symbols = symbols_of(cfg)  # a missing symbol fails here, before any cluster starts
+    note = cfg.model.preset_note()
+    if note:
+        echo(f"note: {note}")
+    check_indicators(cfg, symbols[0], echo)
+    if hasattr(resolved.source, "check"):
+        resolved.source.check(cfg)  # what the graph can refuse from the config and the store alone
     with run_notes(echo):  # notes the graph gives while it is built or driven: echoed, and in run.json
         if client is not None:
-            return _compute_and_write(cfg, graph, client, echo, progress)
+            return _compute_and_write(cfg, resolved, client, echo, progress)
         with connect(cfg.cluster) as own_client:
-            return _compute_and_write(cfg, graph, own_client, echo, progress)
+            return _compute_and_write(cfg, resolved, own_client, echo, progress)
+
+
+def check_indicators(cfg: Config, symbol: str, echo: Any = print) -> None:
+    """The look-ahead check of every user indicator in ``features.indicators``, on ``symbol``'s bars, once per run."""
+    from dask_pipeline.data import load_bars
+    from dask_pipeline.features.custom import is_user_indicator
+    from dask_pipeline.features.lookahead import MAX_BARS, check_run_indicators
+
+    if not any(is_user_indicator(spec.name) for spec in cfg.features.indicators):
+        return
+    bars = load_bars(cfg.data.root, symbol, cfg.data.start, cfg.data.end, dtype=cfg.data.dtype)
+    checked = check_run_indicators(bars, list(cfg.features.indicators), symbol)
+    echo(f"look-ahead check: {', '.join(checked)} passed on {symbol} ({min(len(bars), MAX_BARS)} bars)")
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -107,7 +131,7 @@ def _has_store(root: str) -> bool:
     return store_exists(root)
 
 
-def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress: bool) -> RunResult:
+def _compute_and_write(cfg: Config, resolved: Any, client: Any, echo: Any, progress: bool) -> RunResult:
     """Compute the graph under the monitor, write every result file, then check the thresholds.
 
     A crossed threshold with ``monitor.fail_on_threshold`` raises ``ThresholdError`` only
@@ -124,7 +148,11 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
     if cluster["dashboard"]:
         echo(f"dashboard: {cluster['dashboard']}")
     echo(f"cluster: {cluster['n_workers']} workers, {cluster['threads']} threads at {cluster['scheduler']}")
-    check_workers(client, cfg, echo)  # same versions everywhere, data root visible to every worker
+    from dask_pipeline.plugins import user_code
+
+    # Same versions everywhere, the data root and the run's user code on every worker.
+    check_workers(client, cfg, echo, user_code(cfg, resolved.module))
+    graph = resolved.source
     outputs = None
     if hasattr(graph, "build"):
         with gpu_workers("GPU" in cluster["resources"], "CPU" in cluster["resources"]):
@@ -144,6 +172,7 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
                 names = sorted(outputs)
                 futures = client.compute([outputs[n] for n in names], retries=cfg.cluster.retries)
                 values = dict(zip(names, client.gather(futures), strict=True))
+        values = check_outputs(values)  # a user graph's output of the wrong type fails before any write
         wall = time.perf_counter() - t0
         run_dir = cfg.run_dir
         files = [write_output(run_dir, name, values[name]) for name in sorted(values)]
@@ -158,7 +187,7 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
     files.append(write_json(run_dir / "stages.json", stages))
     record = {
         "run": cfg.output.run_name,
-        "graph": cfg.graph,
+        "graph": resolved.label,
         "config_digest": cfg.digest(),
         "started": started.isoformat(timespec="seconds"),
         "wall_seconds": round(wall, 3),

@@ -207,6 +207,16 @@ CASES = [
     config("unknown_model", "'model.name': unknown model 'gbm'"),
     config("device_for_a_cpu_model", "'model.device': 'cuda': hist_gbm trains on cpu only", "trains on cuda: xgboost"),
     config("unknown_model_param", "'model': params.n_estimator: unknown parameter for random_forest"),
+    config("unknown_model_class", "'model.name': module sklearn.linear_model has no 'Laso' (did you mean 'Lasso'?)"),
+    config("unknown_model_class_param",
+           "'model': params.alpah: unknown parameter for sklearn.linear_model.Lasso (did you mean 'alpha'?)"),
+    config("unknown_graph_module", "'graph': no module named 'dask_pipeline.graphs.walkfoward' "
+                                   "(did you mean 'dask_pipeline.graphs.walkforward'?)"),
+    config("graph_file_missing", "'graph': no such file:", "graphs/momentum.py"),
+    config("graph_without_build", "'graph': module dask_pipeline.summary has neither build(cfg) nor drive"),
+    config("unknown_plugin", "'plugins': no module named 'dask_pipeline.feature' "
+                             "(did you mean 'dask_pipeline.features'?)"),
+    config("plugin_is_a_file", "'plugins': 'lab/indicators.py' is a file; plugins are modules by dotted name"),
     config("bad_fold_span", "'folds.train': expected a positive bar count or a calendar span"),
     config("section_not_a_mapping", "'folds': Input should be a valid dictionary"),
     config("empty_symbols", "'data.symbols': is empty"),
@@ -227,6 +237,9 @@ CASES = [
              expect=("'cluster.n_workers': Input should be greater than or equal to 1",)),
     override("synthetic_range_inverted", "-o", "data.synthetic={{start: 2022-01-01, end: 2021-01-01}}",
              expect=("'data.synthetic': start 2022-01-01 to end 2021-01-01 holds no business day",)),
+    Case("run/indicator_looks_ahead", ("run", "{bad}/configs/walkforward.yaml", "-q", "-o", "data.root={stores}/good",
+                                       "-o", "graph={bad}/leaky_graph.py", "-o", "features.indicators=[ret, centred]"),
+         ("indicator 'centred' (window=5) looks ahead on SYN000: centred_5 at 2019-", "no shift(-k), centred window")),
 ]
 
 

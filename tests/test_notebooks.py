@@ -11,7 +11,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01-quickstart", "02-dashboard-monitoring", "03-scale-out"]
+NAMES = ["01-quickstart", "02-dashboard-monitoring", "03-scale-out", "04-extend"]
 
 
 @pytest.fixture(scope="module")

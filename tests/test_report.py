@@ -163,3 +163,21 @@ def test_report_of_a_ragged_run_names_the_folds_symbols_sat_out(tmp_path):
     assert "fold 0: too little history: 10 of about 250" in page.text["folds"]
     assert "1 of 2 symbols traded in every fold" in page.text["folds"]
     assert "note: folds: dropped the last one" in page.text["summary"]
+
+
+def test_outputs_no_section_knows_get_a_generic_one(tmp_path):
+    """A user graph's outputs: a table per frame, a line chart when time-indexed, JSON as text."""
+    index = pd.date_range("2021-01-01", periods=40, freq="D", tz="UTC", name="timestamp")
+    pd.DataFrame({"a": range(40), "b": [0.5] * 40}, index=index).to_parquet(tmp_path / "curves.parquet")
+    pd.DataFrame({"symbol": ["X", "Y"], "score": [1.0, 2.0]}).to_parquet(tmp_path / "scores.parquet")
+    (tmp_path / "params.json").write_text('{"alpha": 0.5}\n')
+    pd.DataFrame({"pred": [0.1]}).to_parquet(tmp_path / "predictions.parquet")  # a walk-forward output
+    record = {"run": "mine", "graph": "mylab.graphs.x",
+              "outputs": ["curves.parquet", "params.json", "predictions.parquet", "scores.parquet"]}
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    page = Sections(build_report(tmp_path).read_text())
+    text = page.text["outputs"]
+    assert "curves.parquet" in text and "scores.parquet" in text and '"alpha": 0.5' in text
+    assert "predictions.parquet" not in text and "40 rows x 2 columns" in text and "first and last 10 rows" in text
+    assert (tmp_path / "figures" / "output-curves.png").is_file()
+    assert not (tmp_path / "figures" / "output-scores.png").exists() and not page.external

@@ -1,7 +1,8 @@
 """Content-addressed cache of computed features, one Parquet file per key.
 
 The key hashes everything the features are a function of: the bars as the kernels see
-them (timestamps and float64 OHLCV), the resolved indicator list, the benchmark close
+them (timestamps and float64 OHLCV), the resolved indicator list (with the code identity
+of each user indicator, so an edited indicator never hits values of its old code), the benchmark close
 aligned to the bars (only when an indicator reads it) and ``dask_pipeline.__version__``.
 Any change of data, spec or version is a miss; the same inputs hit and compute nothing.
 Files are written to a temporary name in the cache directory and renamed into place, so
@@ -39,7 +40,9 @@ def cache_key(
     columns = engine._bar_arrays(bars, where)
     digest = hashlib.blake2b(_SALT, digest_size=16)
     digest.update(str(dask_pipeline.__version__).encode())
-    resolved = [[ind_name, params] for (ind_name, _), (_, params, _) in zip(key, plan)]
+    # A user indicator's code identity joins its entry: editing its code is a miss.
+    resolved = [[ind_name, params, *([indicator.code] if indicator.code else [])]
+                for (ind_name, _), (indicator, params, _) in zip(key, plan)]
     digest.update(json.dumps(resolved, sort_keys=True).encode())
     digest.update(str(bars.index.tz).encode())
     digest.update(np.ascontiguousarray(bars.index.asi8).tobytes())

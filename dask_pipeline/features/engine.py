@@ -43,6 +43,8 @@ class Param:
 
     def describe(self) -> str:
         kind = "integer" if self.kind is int else "number"
+        if self.low == -float("inf") and self.high == float("inf"):  # a user indicator's unbounded parameter
+            return kind
         return f"{kind} {self.low}..{self.high}"
 
     def coerce(self, value: Any, where: str) -> int | float:
@@ -76,6 +78,9 @@ class Indicator:
     needs_benchmark: bool = False
     check: Callable[..., str | None] | None = None
     needs_volume: bool = False
+    #: A user indicator's code identity (``usercode.code_identity``), part of its cache key;
+    #: empty for built-ins, whose code the package version identifies.
+    code: str = ""
 
     def columns(self, params: dict[str, int | float]) -> list[str]:
         suffix = "".join("_" + _format_param(params[name]) for name in self.params)
@@ -93,7 +98,10 @@ class BarArrays:
     close, with a per-call memo so indicators sharing a pass (std, z-score, Bollinger
     on the same window) compute it once."""
 
-    def __init__(self, columns: dict[str, np.ndarray], bench_close: np.ndarray | None):
+    def __init__(self, columns: dict[str, np.ndarray], bench_close: np.ndarray | None,
+                 index: pd.DatetimeIndex | None = None, where: str = "bars"):
+        self.index = index  # user indicators get the bars as a DataFrame on this index
+        self.where = where
         self.open = columns["open"]
         self.high = columns["high"]
         self.low = columns["low"]
@@ -313,6 +321,13 @@ DEFAULT_SET: tuple[tuple[str, dict[str, int | float]], ...] = (
 )
 
 
+def register(name: str, indicator: Indicator) -> None:
+    """Add or replace the registry entry ``name`` (``features.indicator`` calls this for user code)."""
+    INDICATORS[name] = indicator
+    _plan.cache_clear()  # cached plans hold the entries they resolved
+    _column_index.cache_clear()
+
+
 def resolve_params(name: str, params: dict[str, Any]) -> dict[str, int | float]:
     """Validate an indicator's parameters and fill in defaults, in declared order.
 
@@ -407,7 +422,7 @@ def compute(
                 "(set features.benchmark and pass its bars to compute)"
             )
         bench_close = _aligned_close(benchmark, bars.index, where)
-    arrays = BarArrays(columns, bench_close)
+    arrays = BarArrays(columns, bench_close, bars.index, where)
 
     names = _column_index(key)
     # Column-major so each feature is one contiguous column and the frame is one block.
