@@ -48,7 +48,7 @@ class SynthConfig(Section):
     start: DateText = "2016-01-01"
     end: DateText = "2023-12-29"
     freq: Literal["1D", "1h", "5min"] = "1D"
-    seed: int = 7
+    seed: int = Field(7, ge=0)
 
     @model_validator(mode="after")
     def _has_bars(self) -> SynthConfig:
@@ -109,7 +109,9 @@ class DataConfig(Section):
         if value is not None:
             if not value:
                 raise ValueError("is empty; leave it out to use every symbol in the store")
-            dupes = sorted({s for s in value if value.count(s) > 1})
+            from collections import Counter
+
+            dupes = sorted(s for s, n in Counter(value).items() if n > 1)
             if dupes:
                 raise ValueError(f"lists {', '.join(dupes)} more than once")
         return value
@@ -376,14 +378,29 @@ class OutputConfig(Section):
     """Where results go: ``<dir>/<run_name>/``."""
 
     dir: str = "results"
+    #: A plain folder name (default: the config file's name); never a path, so a run stays in ``dir``.
     run_name: str | None = None
+
+    @field_validator("run_name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        # A leading dot would hide the folder and could collide with a run's staging folders.
+        if (not value.strip() or value in (".", "..") or value.startswith(".") or any(c in value for c in "/\\")
+                or not value.isprintable() or len(value.encode()) > 200):
+            raise ValueError(
+                f"{value!r} is not a plain folder name (it names the folder <output.dir>/<run_name>: no '/' or "
+                "'\\', no leading '.', printable, at most 200 bytes); by default it is the config file's name"
+            )
+        return value
 
 
 class Config(Section):
     """A whole run: which graph, on which data, with which stages, on which cluster."""
 
     graph: str = "datacheck"
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy seeds are non-negative
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
     label: LabelConfig = LabelConfig()
@@ -519,14 +536,34 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     return _resolve_paths(cfg)
 
 
+#: A config larger than this is refused before it is parsed (a universe of 10,000 symbols is ~100 KB).
+MAX_CONFIG_BYTES = 1 << 20
+#: Values a config may hold once its aliases are expanded (``&a`` / ``*a``, ``<<: *a``).
+MAX_CONFIG_VALUES = 100_000
+
+
+class ConfigLimit(yaml.YAMLError):
+    """A config beyond the loader's bounds: too many values once aliases expand, or nested too deeply."""
+
+    def __init__(self, problem: str, mark: Any = None):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
 class ConfigLoader(yaml.SafeLoader):
-    """Safe YAML with two guards for configs.
+    """Safe YAML with guards for configs.
 
     A key given twice in one mapping is an error (YAML forbids it; PyYAML would keep the
     last silently, so a second ``folds:`` section would replace the first). A date that
     does not exist (``2020-02-30``) stays text, so the validator of its key names the key
-    instead of the parser failing without one.
+    instead of the parser failing without one. Aliases are expanded in the count of values
+    before anything is built: an alias bomb (a few lines that expand to billions of values)
+    and a recursive alias are refused in milliseconds, not after minutes and a MemoryError.
     """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _count_values(node, MAX_CONFIG_VALUES)
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first: dict[Any, int] = {}
@@ -553,9 +590,42 @@ class ConfigLoader(yaml.SafeLoader):
 ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", ConfigLoader.construct_yaml_timestamp)
 
 
+def _count_values(root: yaml.Node, limit: int) -> int:
+    """The number of values under ``root`` with every alias expanded; ``ConfigLimit`` past ``limit``.
+
+    Iterative (no recursion limit to hit) and memoised per node, so it costs one visit per
+    distinct node however often aliases repeat it.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        if not children_done:
+            if id(node) in open_nodes:
+                raise ConfigLimit("an alias refers to a value that contains it (a recursive alias)", node.start_mark)
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        open_nodes.discard(id(node))
+        sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+        if sizes[id(node)] > limit:
+            raise ConfigLimit(f"holds more than {limit:,} values once its aliases are expanded (an alias bomb?); "
+                              "refused", node.start_mark)
+    return sizes[id(root)]
+
+
 def parse_yaml(text: str) -> Any:
     """``text`` as YAML with the ``ConfigLoader`` guards; raises ``yaml.YAMLError``."""
-    return yaml.load(text, Loader=ConfigLoader)
+    try:
+        return yaml.load(text, Loader=ConfigLoader)
+    except RecursionError:
+        raise ConfigLimit("nested too deeply (more levels than any config needs); refused") from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -563,11 +633,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: is a directory; expected a YAML config file such as configs/quickstart.yaml")
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size:,} bytes, more than a config may hold ({MAX_CONFIG_BYTES:,}); "
+                          "list large universes in the data store, not in the config")
     try:
         data = parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                           "save the config as UTF-8") from None
+    except ConfigLimit as exc:
+        where = f" line {exc.problem_mark.line + 1}:" if exc.problem_mark is not None else ""
+        raise ConfigError(f"{path}:{where} {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -629,7 +706,18 @@ def _resolve_paths(cfg: Config) -> Config:
     data = cfg.data.model_copy(update={"root": _absolute_root(cfg.data.root)})
     features = cfg.features.model_copy(update={"cache_dir": absolute(cfg.features.cache_dir)})
     output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir)})
+    if features.cache and "://" not in features.cache_dir:
+        _check_folder(Path(features.cache_dir), "features.cache_dir")
     return cfg.model_copy(update={"data": data, "features": features, "output": output})
+
+
+def _check_folder(path: Path, key: str) -> None:
+    """``ConfigError`` naming ``key`` when ``path``, or the first of its parents that exists, is not a folder."""
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ConfigError(f"'{key}': {existing} is a file, not a folder (expected a folder at {path})")
+            return
 
 
 def _absolute_root(root: str) -> str:

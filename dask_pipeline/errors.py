@@ -19,3 +19,11 @@ class ClusterError(DaskPipelineError):
 
 class ThresholdError(DaskPipelineError):
     """A finished run crossed a ``monitor`` threshold and ``monitor.fail_on_threshold`` is set."""
+
+
+class OutputError(DaskPipelineError):
+    """A run's results folder cannot be locked, written or read back as one complete run."""
+
+
+class CheckpointError(DaskPipelineError):
+    """A checkpoint cannot be written, cleared or trusted (damaged, truncated, or not this run's)."""

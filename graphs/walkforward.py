@@ -19,7 +19,8 @@ def build(cfg):
     bars = [per_symbol[s][0] for s in symbols]
     features = [per_symbol[s][1] for s in symbols]
     # Folds are laid out on the client from the union of timestamps: only closes are read.
-    stamps = {s: load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"]).index for s in symbols}
+    stamps = {s: load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"], dtype=cfg.data.dtype).index
+              for s in symbols}
     require_history({s: len(i) for s, i in stamps.items()}, min_history(cfg.features, cfg.label.horizon), cfg.data)
     index = union_index(stamps.values())
     folds = make_folds(index, cfg.folds, cfg.label.horizon)
@@ -29,6 +30,6 @@ def build(cfg):
         name = f"fold-{fold.index:0{width}d}"
         fit = task(train_fold, fold, symbols, bars, features, cfg.label, cfg.model, cfg.seed, name=f"{name}-fit", stage="fit")
         done = task(backtest_fold, fit, cfg.backtest, name=f"{name}-backtest", stage="backtest")
-        results.append(checkpointed(done, cfg.checkpoint_dir / f"{name}.pkl", name))
+        results.append(checkpointed(done, cfg.checkpoint_dir / f"{name}.ckpt", name))
     tables = task(aggregate_folds, results, name="aggregate")
     return {t: task(table, tables, t, name=f"aggregate-{t}", stage="aggregate") for t in TABLES}

@@ -96,8 +96,8 @@ def share_inputs(cfg: Any, client: Any) -> SharedInputs:
     futures = client.compute([per_symbol[s][0] for s in symbols] + [per_symbol[s][1] for s in symbols],
                              retries=cfg.cluster.retries)
     # Folds are laid out on the client from the union of timestamps: only closes are read.
-    index = union_index(load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"]).index
-                        for s in symbols)
+    index = union_index(load_bars(cfg.data.root, s, cfg.data.start, cfg.data.end, columns=["close"],
+                                  dtype=cfg.data.dtype).index for s in symbols)
     bars, features = futures[: len(symbols)], futures[len(symbols):]
     bundle = client.submit(_bundle, symbols, bars, features,
                            key=f"tune-inputs-{tokenize(symbols, [f.key for f in futures])[:8]}")
