@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -23,16 +24,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_libraries()
+    from dask_pipeline.redaction import redact
+
+    previous = signal.signal(signal.SIGINT, _interrupt) if _is_main_thread() else None
     try:
         return args.func(args) or 0
     except DaskPipelineError as exc:
-        from dask_pipeline.redaction import redact
-
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = "; rerun with --resume to continue from the finished folds" if args.func is _cmd_run else ""
+        print(f"error: interrupted{hint}", file=sys.stderr)
         return 130
+    except Exception:  # a bug: keep its traceback, without the secrets it may quote
+        import traceback
+
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: stop the run once, then let it close its cluster in peace.
+
+    Further Ctrl-C while the cluster shuts down are ignored, and the libraries' complaints
+    about work cut short (asyncio's "Task exception was never retrieved", workers lost) are
+    silenced: the one line the CLI prints says what happened.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("asyncio", "distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,10 +151,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.workers is not None:
         overrides.append(f"cluster.n_workers={args.workers}")
     cfg = load_config(args.config, overrides)
-    echo = (lambda *a, **k: None) if args.quiet else print
-    # Progress per stage: live bars on a terminal, a plain line every few seconds otherwise.
-    run(cfg, echo=echo, progress=not args.quiet, resume=args.resume)
+    echo = (lambda *a, **k: None) if args.quiet else _print_redacted
+    import dask
+
+    # Workers this run starts load this module first (dask_setup below): Ctrl-C is the CLI's.
+    preload = [*dask.config.get("distributed.worker.preload", []), "dask_pipeline.cli"]
+    with dask.config.set({"distributed.worker.preload": preload}):
+        # Progress per stage: live bars on a terminal, a plain line every few seconds otherwise.
+        run(cfg, echo=echo, progress=not args.quiet, resume=args.resume)
     return 0
+
+
+def dask_setup(worker: object) -> None:
+    """Preload of the local workers ``dask-pipeline run`` starts: they ignore Ctrl-C.
+
+    A terminal sends Ctrl-C to every process of the command, workers included; a worker
+    that died of it would print its own traceback. The CLI stops the run and closes its
+    cluster, which ends the workers.
+    """
+    if _is_main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -224,6 +270,26 @@ def _cmd_bench_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_redacted(*args: object, **kwargs: object) -> None:
+    """``print``, with passwords in URLs masked (``redact``): every line the CLI prints."""
+    from dask_pipeline.redaction import redact
+
+    print(*(redact(str(a)) for a in args), **kwargs)  # type: ignore[call-overload]
+
+
+class _RedactingFormatter(logging.Formatter):
+    """A handler's formatter, with passwords in URLs masked in the message and any traceback."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        from dask_pipeline.redaction import redact
+
+        return redact(self.inner.format(record))
+
+
 def _quiet_libraries() -> None:
     # The scheduler and workers log every start and stop at INFO; a user wants warnings.
     # A task that raises our own error is reported once, by the CLI, as one line; the
@@ -231,6 +297,11 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical"}))
     logging.getLogger("distributed").setLevel(logging.WARNING)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Log lines may quote a scheduler or storage URL: mask its password wherever it is printed.
+    for name in ("", "distributed"):
+        for handler in logging.getLogger(name).handlers:
+            if not isinstance(handler.formatter, _RedactingFormatter):
+                handler.setFormatter(_RedactingFormatter(handler.formatter))
 
 
 if __name__ == "__main__":

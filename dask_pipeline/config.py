@@ -359,6 +359,11 @@ class ClusterConfig(Section):
             raise ValueError(
                 f"address {self.address!r} has no protocol; expected tcp://HOST:PORT or tls://HOST:PORT"
             )
+        if self.address is not None and "@" in self.address:
+            raise ValueError(
+                f"address {self.address!r} holds a user or password, which Dask addresses never carry; "
+                "expected tcp://HOST:PORT, or tls://HOST:PORT with cluster.tls certificates to authenticate"
+            )
         if self.kind == "slurm" and "memory_limit" in self.model_fields_set:
             raise ValueError(
                 "cluster.memory_limit is not used with kind 'slurm': each worker gets "
