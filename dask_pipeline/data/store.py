@@ -321,6 +321,7 @@ def load_bars(
         (NaN, duplicate timestamps, high < low, a text column...: file and row named).
     """
     wanted = _requested_columns(columns)
+    symbol = unicodedata.normalize("NFC", symbol)  # as partition_name stores it: the partition filter compares it
     float_type = np.dtype(dtype)
     if float_type.kind != "f":
         raise ValueError(f"dtype must be a float type such as 'float32' or 'float64', got {dtype!r}")
