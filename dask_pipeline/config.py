@@ -545,6 +545,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
 MAX_CONFIG_BYTES = 1 << 20
 #: Values a config may hold once its aliases are expanded (``&a`` / ``*a``, ``<<: *a``).
 MAX_CONFIG_VALUES = 100_000
+#: Levels of nesting a config may have (the deepest shipped config has 5).
+MAX_CONFIG_DEPTH = 64
 
 
 class ConfigLimit(yaml.YAMLError):
@@ -562,9 +564,23 @@ class ConfigLoader(yaml.SafeLoader):
     last silently, so a second ``folds:`` section would replace the first). A date that
     does not exist (``2020-02-30``) stays text, so the validator of its key names the key
     instead of the parser failing without one. Aliases are expanded in the count of values
-    before anything is built: an alias bomb (a few lines that expand to billions of values)
-    and a recursive alias are refused in milliseconds, not after minutes and a MemoryError.
+    before anything is built: an alias bomb (a few lines that expand to billions of values),
+    a recursive alias and absurd nesting are refused in milliseconds, not after minutes and
+    a MemoryError.
     """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # PyYAML's scanner slows down quadratically with nesting: stop long before that matters.
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                raise ConfigLimit(f"nested more than {MAX_CONFIG_DEPTH} levels deep (no config needs that); refused",
+                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_document(self, node: yaml.Node) -> Any:
         _count_values(node, MAX_CONFIG_VALUES)

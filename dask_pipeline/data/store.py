@@ -426,7 +426,8 @@ def table_to_bars(table: pa.Table, columns: list[str], dtype: np.dtype | None) -
     data = {}
     for name in columns:
         values = table.column(name).to_numpy()
-        data[name] = values if dtype is None else values.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # a price beyond float32 becomes inf, which load_bars reports
+            data[name] = values if dtype is None else values.astype(dtype, copy=False)
     bars = pd.DataFrame(data, index=index, columns=list(columns))
     return bars if index.is_monotonic_increasing else bars.sort_index(kind="stable")
 
