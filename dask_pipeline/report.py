@@ -94,7 +94,10 @@ class _Page:
 
     def image(self, name: str, png: bytes) -> str:
         """Save ``png`` as ``figures/<name>.png`` and return its embedded ``<img>``."""
-        write_bytes(self.run_dir / "figures" / f"{name}.png", png)
+        from urllib.parse import quote
+
+        # Names carry symbols: percent-encoded like partitions, so 'BRK/B' or '..' stay in figures/.
+        write_bytes(self.run_dir / "figures" / f"{quote(name, safe='')}.png", png)
         return _img(png, name)
 
 

@@ -274,7 +274,10 @@ def check_replaceable(run_dir: Path) -> None:
         return
     if run_dir.is_symlink() or not run_dir.is_dir():
         raise OutputError(f"{run_dir}: exists and is not a folder; move it away or choose another output.run_name")
-    entries = sorted(os.listdir(run_dir))
+    try:
+        entries = sorted(os.listdir(run_dir))
+    except OSError as exc:
+        raise OutputError(f"{run_dir}: cannot read the results folder ({exc.strerror or exc})") from None
     known = set(RECORDS) | set(STATE)
     if RECORD in entries:
         record = read_record(run_dir)
@@ -312,6 +315,14 @@ def recover(run_dir: Path) -> list[str]:
     A folder between the two renames of a non-atomic swap is renamed back; staging folders
     and previous folders not yet removed are deleted (only ``.<run>.staging-*`` / ``.old-*``).
     """
+    try:
+        return _recover(run_dir)
+    except OSError as exc:
+        raise OutputError(f"{run_dir}: cannot clean up after an interrupted run ({exc.strerror or exc}: "
+                          f"{exc.filename})") from None
+
+
+def _recover(run_dir: Path) -> list[str]:
     parent, done = run_dir.parent, []
     if not parent.is_dir():
         return done
@@ -402,6 +413,13 @@ class RunLock:
         self._made: list[Path] = []
 
     def __enter__(self) -> RunLock:
+        try:
+            return self._acquire()
+        except OSError as exc:  # a full disk, a read-only folder
+            raise OutputError(f"{self.run_dir}: cannot lock the results folder ({exc.strerror or exc}: "
+                              f"{self.path})") from None
+
+    def _acquire(self) -> RunLock:
         try:
             import fcntl
         except ImportError:  # no flock on this platform: runs are not kept apart

@@ -109,7 +109,8 @@ def write(*files: tuple[str, str | bytes]) -> Callable[[Path], None]:
 
 def previous_results(here: Path) -> None:
     """A results folder from an earlier run of the same config, which a failed rerun must leave alone."""
-    write(("results/datacheck/summary.parquet", b"earlier results"), ("results/datacheck/run.json", "{}\n"))(here)
+    write(("results/datacheck/summary.parquet", b"earlier results"),
+          ("results/datacheck/run.json", '{"outputs": ["summary.parquet"]}\n'))(here)
 
 
 def store_and_mixed_csvs(here: Path) -> None:
