@@ -174,9 +174,20 @@ def dask_setup(worker: object) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from dask_pipeline.report import build_report
+    from pathlib import Path
 
-    print(f"report: {build_report(args.run_dir)}")
+    from dask_pipeline.errors import OutputError
+    from dask_pipeline.report import build_report
+    from dask_pipeline.results import RunLock
+
+    run_dir = Path(args.run_dir)
+    # Under the run's lock: a run publishing this folder meanwhile would get the old run's report.
+    with RunLock(run_dir, describe="dask-pipeline report"):
+        try:
+            written = build_report(run_dir)
+        except OSError as exc:
+            raise OutputError(f"{run_dir}: cannot write the report ({exc.strerror or exc})") from None
+    print(f"report: {written}")
     return 0
 
 
