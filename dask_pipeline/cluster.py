@@ -22,6 +22,7 @@ from typing import Any
 
 from dask_pipeline.config import LOOPBACK_HOSTS, ClusterConfig, TLSConfig
 from dask_pipeline.errors import ClusterError
+from dask_pipeline.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,9 @@ def connect_address(cfg: ClusterConfig) -> Started:
     if not address:
         raise ClusterError("cluster.kind 'address' needs cluster.address or DASK_SCHEDULER_ADDRESS (e.g. tcp://10.0.0.5:8786)")
     source = "cluster.address" if cfg.address else "DASK_SCHEDULER_ADDRESS"
+    if "@" in address:  # Dask addresses carry no credentials; libraries would quote it unmasked
+        raise ClusterError(f"{source} {redact(address)} holds a user or password, which Dask addresses never "
+                           "carry; expected tcp://HOST:PORT, or tls://HOST:PORT with cluster.tls to authenticate")
     # The config checks cluster.address at load; an address from the environment is checked here.
     if address.startswith("tls://") and cfg.tls is None:
         raise ClusterError(

@@ -539,7 +539,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         cfg = Config.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(f"{source}: " + "; ".join(describe_error(err, Config) for err in exc.errors())) from None
-    return _resolve_paths(cfg)
+    return _resolve_paths(cfg, source)
 
 
 def _read_layer(key: str, folder: str, name: Any, search: list[Path], source: str) -> dict[str, Any]:
@@ -584,7 +584,7 @@ def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, 
     return parsed
 
 
-def _resolve_paths(cfg: Config) -> Config:
+def _resolve_paths(cfg: Config, source: str = "<defaults>") -> Config:
     def absolute(p: str) -> str:
         return p if "://" in p else str(Path(p).expanduser().resolve())
 
@@ -592,16 +592,16 @@ def _resolve_paths(cfg: Config) -> Config:
     features = cfg.features.model_copy(update={"cache_dir": absolute(cfg.features.cache_dir)})
     output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir)})
     if features.cache and "://" not in features.cache_dir:
-        _check_folder(Path(features.cache_dir), "features.cache_dir")
+        _check_folder(Path(features.cache_dir), "features.cache_dir", source)
     return cfg.model_copy(update={"data": data, "features": features, "output": output})
 
 
-def _check_folder(path: Path, key: str) -> None:
+def _check_folder(path: Path, key: str, source: str) -> None:
     """``ConfigError`` naming ``key`` when ``path``, or the first of its parents that exists, is not a folder."""
     for existing in (path, *path.parents):
         if existing.exists():
             if not existing.is_dir():
-                raise ConfigError(f"'{key}': {existing} is a file, not a folder (expected a folder at {path})")
+                raise ConfigError(f"{source}: '{key}': {existing} is a file, not a folder (expected a folder at {path})")
             return
 
 
