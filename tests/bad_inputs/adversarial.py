@@ -103,8 +103,12 @@ class Bench:
             return self.record(name, "hang", f"no exit in {TIMEOUT} s", done)
         if done.traceback:
             return self.record(name, "traceback", done.last, done)
-        if unchanged is not None and folder is not None and snapshot(folder) != unchanged:
-            return self.record(name, "lost", "the folder changed", done)
+        if unchanged is not None and folder is not None:
+            # Checkpoints a failed run leaves are kept on purpose (its message says --resume).
+            now = {k: v for k, v in snapshot(folder).items() if "checkpoints" not in Path(k).parts}
+            if now != unchanged:
+                changed = sorted(k for k in now.keys() | unchanged.keys() if now.get(k, 0) != unchanged.get(k, 0))
+                return self.record(name, "lost", f"the folder changed: {changed[:4]}", done)
         if secret and secret in done.out + done.err:
             return self.record(name, "silent", f"printed the secret {secret!r}", done)
         if done.rc == 0:
