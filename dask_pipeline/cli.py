@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = "; rerun the same command with --resume to continue (finished folds are kept)" if args.func is _cmd_run else ""
+        resume = "; rerun the same command with --resume to continue (finished folds are kept)"
+        hint = resume if args.func is _cmd_run else ""
         print(f"error: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception:  # a bug: keep its traceback, without the secrets it may quote

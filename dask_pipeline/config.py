@@ -601,7 +601,8 @@ def _check_folder(path: Path, key: str, source: str) -> None:
     for existing in (path, *path.parents):
         if existing.exists():
             if not existing.is_dir():
-                raise ConfigError(f"{source}: '{key}': {existing} is a file, not a folder (expected a folder at {path})")
+                raise ConfigError(f"{source}: '{key}': {existing} is a file, not a folder "
+                                  f"(expected a folder at {path})")
             return
 
 

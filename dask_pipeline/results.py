@@ -180,9 +180,13 @@ class RunFolder:
         return write_output(self.staging, name, value)
 
     def seal(self, record: dict[str, Any], redact: Any = None) -> Path:
-        """Write ``run.json``: ``record`` plus ``files``, every staged file's SHA-256 (the completeness marker)."""
+        """Write ``run.json``: ``record`` plus ``files``, every staged file's SHA-256 (the completeness marker).
+
+        ``files`` is added to ``record`` itself too, so the caller holds what ``run.json`` says.
+        """
         assert self.staging is not None, "RunFolder used outside its with block"
-        text = json.dumps({**record, "files": manifest(self.staging)}, indent=2, default=str)
+        record["files"] = manifest(self.staging)
+        text = json.dumps(record, indent=2, default=str)
         self.sealed = True
         return write_text(self.staging / RECORD, (redact(text) if redact else text) + "\n")
 

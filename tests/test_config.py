@@ -186,7 +186,8 @@ def test_a_storage_password_never_reaches_the_run_folder(tmp_path, small_store):
     assert b"postgresql://optuna:***@db.internal" in written["config.yaml"]
 
 
-@pytest.mark.parametrize("name", ["/tmp/v", "../../X", "..", ".", ".hidden", "a/b", "a\\b", " ", "x" * 201, "tab\there"])
+@pytest.mark.parametrize("name", ["/tmp/v", "../../X", "..", ".", ".hidden", "a/b", "a\\b", " ", "x" * 201,
+                                  "tab\there"])
 def test_run_name_is_a_plain_folder_name(tmp_path, name):
     with pytest.raises(ConfigError, match=r"'output.run_name': .* is not a plain folder name"):
         load_config(overrides={"output.run_name": name, "output.dir": str(tmp_path)})

@@ -391,7 +391,8 @@ def case_imports(b: Bench, here: Path, store: Path) -> None:
     (nf / f"{unicodedata.normalize('NFC', 'SOCIÉTÉ')}.csv").unlink()
     done = b.cli("data", "import", str(nf), "--out", str(here / "nfstore"))
     cfg = here / "nf.yaml"
-    cfg.write_text(f"graph: datacheck\ndata: {{root: {here / 'nfstore'}, symbols: [{unicodedata.normalize('NFC', 'SOCIÉTÉ')}]}}\n"
+    nfc = unicodedata.normalize("NFC", "SOCIÉTÉ")
+    cfg.write_text(f"graph: datacheck\ndata: {{root: {here / 'nfstore'}, symbols: [{nfc}]}}\n"
                    f"cluster: {{n_workers: 1, dashboard: false}}\noutput: {{dir: {here / 'results'}}}\n")
     done = b.cli("run", str(cfg), "-q")
     b.expect_ok("NFD file name, NFC symbol in the config", done,
@@ -434,8 +435,8 @@ def case_paths(b: Bench, here: Path, store: Path) -> None:
 
 def case_secrets(b: Bench, here: Path, store: Path) -> None:
     cfg = write_config(here / "d.yaml", store, graph="datacheck")
-    b.expect_error("--scheduler tcp://user:pass@host", b.cli("run", str(cfg), "--scheduler", "tcp://bob:s3cret@db:8786"),
-                   "***", secret="s3cret")
+    b.expect_error("--scheduler tcp://user:pass@host",
+                   b.cli("run", str(cfg), "--scheduler", "tcp://bob:s3cret@db:8786"), "***", secret="s3cret")
     b.expect_error("DASK_SCHEDULER_ADDRESS with a password",
                    b.cli("run", str(cfg), "-o", "cluster.kind=address",
                          env={"DASK_SCHEDULER_ADDRESS": "tcp://bob:pa ss@127.0.0.1:1",
@@ -479,7 +480,8 @@ def case_schedulers(b: Bench, here: Path, store: Path) -> None:
         b.expect_error("--scheduler at an HTTP port", done, "did not answer as a Dask scheduler")
     finally:
         server.shutdown()
-    done = b.cli("run", str(cfg), "--scheduler", "tcp://127.0.0.1:1", env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3"})
+    done = b.cli("run", str(cfg), "--scheduler", "tcp://127.0.0.1:1",
+                 env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3"})
     b.expect_error("--scheduler at a closed port", done, "cannot reach the scheduler")
 
 

@@ -80,7 +80,8 @@ def test_an_older_crash_leftover_is_named_then_cleaned(tmp_path, market):
     orphan.mkdir()
     (orphan / f".{store.PART_FILE}.0123abcd.tmp").write_bytes(b"half a file")
     with pytest.raises(DataError, match=r"symbol=ORPHAN: symbol ORPHAN: no parquet files \(expected part-0.parquet\) "
-                                        r"\(only \.part-0\.parquet\.0123abcd\.tmp, a temp file of an interrupted import"):
+                                        r"\(only \.part-0\.parquet\.0123abcd\.tmp, a temp file of an "
+                                        r"interrupted import"):
         load_bars(root, "ORPHAN")
     write_dataset(root, {"ORPHAN": market[symbol]})
     assert sorted(p.name for p in orphan.iterdir()) == [store.PART_FILE]
