@@ -29,7 +29,9 @@ import numpy as np, pandas as pd
 from dask_pipeline import results
 
 path, when = sys.argv[1], sys.argv[2]
-frame = pd.DataFrame(np.random.default_rng(1).normal(size=(4_000_000, 4)), columns=list("abcd"))
+# Mid-write needs a frame big enough to be caught writing; before-rename any frame will do.
+rows = 1_000_000 if when == "mid-write" else 1_000
+frame = pd.DataFrame(np.random.default_rng(1).normal(size=(rows, 4)), columns=list("abcd"))
 
 if when == "before-rename":
     def replace(src, dst):
@@ -223,7 +225,7 @@ def test_kill_9_at_any_point_of_the_publish_leaves_one_whole_run(tmp_path, monke
     t0 = time.perf_counter()
     _killed_publish(run_dir, None, None, exchange)
     duration = time.perf_counter() - t0
-    trials = [(None, k) for k in range(1, total + 1)] + [(float(rng.uniform(0, duration)), None) for _ in range(40)]
+    trials = [(None, k) for k in range(1, total + 1)] + [(float(rng.uniform(0, duration)), None) for _ in range(20)]
     for delay, step in trials:
         publish(run_dir, "A")
         _killed_publish(run_dir, delay, step, exchange)
