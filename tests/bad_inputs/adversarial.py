@@ -97,7 +97,7 @@ class Bench:
         print(f"{kind:<9} {name}: {detail}"[:220], flush=True)
 
     def expect_error(self, name: str, done: Done, *needles: str, unchanged: dict | None = None,
-                     folder: Path | None = None, secret: str | None = None) -> None:
+                     folder: Path | None = None, secret: str | None = None, kept_checkpoints: bool = False) -> None:
         """Judge a case that must be refused with one clear line."""
         if done.rc is None:
             return self.record(name, "hang", f"no exit in {TIMEOUT} s", done)
@@ -105,7 +105,9 @@ class Bench:
             return self.record(name, "traceback", done.last, done)
         if unchanged is not None and folder is not None:
             # Checkpoints a failed run leaves are kept on purpose (its message says --resume).
-            now = {k: v for k, v in snapshot(folder).items() if "checkpoints" not in Path(k).parts}
+            now, unchanged = ({k: v for k, v in snap.items() if not (kept_checkpoints and "checkpoints" in
+                                                                     Path(k).parts)}
+                              for snap in (snapshot(folder), unchanged))
             if now != unchanged:
                 changed = sorted(k for k in now.keys() | unchanged.keys() if now.get(k, 0) != unchanged.get(k, 0))
                 return self.record(name, "lost", f"the folder changed: {changed[:4]}", done)
@@ -327,7 +329,7 @@ def case_full_disk(b: Bench, here: Path, store: Path) -> None:
         _fill(disk, 200_000)  # room for a few result files, not for the whole run
         done = b.cli("run", str(cfg), "-q", "-o", "features.cache=false", "-o", "seed=9")
         b.expect_error("ENOSPC while writing a run's results", done, "No space left on device",
-                       unchanged=before, folder=disk / "results")
+                       unchanged=before, folder=disk / "results", kept_checkpoints=True)
         (disk / "filler").unlink()
         shutil.rmtree(disk / "results")
         space = "tune:\n  n_trials: 60\n  concurrency: 1\n  space:\n    model.params.max_depth: {int: [2, 60]}\n"
