@@ -16,7 +16,7 @@ symbol's folder is renamed in whole and an existing symbol's part file replaced.
 input nothing is left behind: the staging folder and a root directory that the call
 created are removed. A crash between the first and last move can leave some symbols
 updated, never a half-written file nor a ``symbol=X/`` folder without its part file; a
-killed writer's staging folder is hidden from every reader and removed by the next write.
+killed writer's staging folder is hidden from every reader and removed by a later write.
 On an object store the objects are staged the same way and each is then copied
 server-side over its destination and deleted: a PUT or COPY replaces an object
 atomically, so readers see the old part file or the new one, never a part of one.
@@ -145,7 +145,7 @@ def write_validated(
     moved into place: a new symbol's whole ``symbol=X/`` folder in one rename, an existing
     symbol's part file over the old one. Any exception removes the staging folder and every
     directory this call created; a writer killed at any point leaves at most a staging
-    folder, which the next write to the store removes.
+    folder, which a later write to the store removes.
 
     Raises
     ------
