@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -23,16 +24,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_libraries()
+    from dask_pipeline.redaction import redact
+
+    previous = signal.signal(signal.SIGINT, _interrupt) if _is_main_thread() else None
     try:
         return args.func(args) or 0
     except DaskPipelineError as exc:
-        from dask_pipeline.redaction import redact
-
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        resume = "; rerun the same command with --resume to continue (finished folds are kept)"
+        hint = resume if args.func is _cmd_run else ""
+        print(f"error: interrupted{hint}", file=sys.stderr)
         return 130
+    except Exception:  # a bug: keep its traceback, without the secrets it may quote
+        import traceback
+
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: stop the run once, then let it close its cluster in peace.
+
+    Further Ctrl-C while the cluster shuts down are ignored, and the libraries' complaints
+    about work cut short (asyncio's "Task exception was never retrieved", workers lost) are
+    silenced: the one line the CLI prints says what happened.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("asyncio", "distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,16 +158,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.workers is not None:
         overrides.append(f"cluster.n_workers={args.workers}")
     cfg = load_config(args.config, overrides)
-    echo = (lambda *a, **k: None) if args.quiet else print
-    # Progress per stage: live bars on a terminal, a plain line every few seconds otherwise.
-    run(cfg, echo=echo, progress=not args.quiet, resume=args.resume)
+    echo = (lambda *a, **k: None) if args.quiet else _print_redacted
+    import dask
+
+    # Workers this run starts load this module first (dask_setup below): Ctrl-C is the CLI's.
+    preload = [*dask.config.get("distributed.worker.preload", []), "dask_pipeline.cli"]
+    with dask.config.set({"distributed.worker.preload": preload}):
+        # Progress per stage: live bars on a terminal, a plain line every few seconds otherwise.
+        run(cfg, echo=echo, progress=not args.quiet, resume=args.resume)
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    from dask_pipeline.report import build_report
+def dask_setup(worker: object) -> None:
+    """Preload of the local workers ``dask-pipeline run`` starts: they ignore Ctrl-C.
 
-    print(f"report: {build_report(args.run_dir)}")
+    A terminal sends Ctrl-C to every process of the command, workers included; a worker
+    that died of it would print its own traceback. The CLI stops the run and closes its
+    cluster, which ends the workers.
+    """
+    if _is_main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dask_pipeline.errors import OutputError
+    from dask_pipeline.report import build_report
+    from dask_pipeline.results import RunLock
+
+    run_dir = Path(args.run_dir)
+    # Under the run's lock: a run publishing this folder meanwhile would get the old run's report.
+    with RunLock(run_dir, describe="dask-pipeline report"):
+        try:
+            written = build_report(run_dir)
+        except OSError as exc:
+            raise OutputError(f"{run_dir}: cannot write the report ({exc.strerror or exc})") from None
+    print(f"report: {written}")
     return 0
 
 
@@ -236,6 +294,26 @@ def _cmd_bench_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_redacted(*args: object, **kwargs: object) -> None:
+    """``print``, with passwords in URLs masked (``redact``): every line the CLI prints."""
+    from dask_pipeline.redaction import redact
+
+    print(*(redact(str(a)) for a in args), **kwargs)  # type: ignore[call-overload]
+
+
+class _RedactingFormatter(logging.Formatter):
+    """A handler's formatter, with passwords in URLs masked in the message and any traceback."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        from dask_pipeline.redaction import redact
+
+        return redact(self.inner.format(record))
+
+
 def _quiet_libraries() -> None:
     # The scheduler and workers log every start and stop at INFO; a user wants warnings.
     # A task that raises our own error is reported once, by the CLI, as one line; the
@@ -247,6 +325,11 @@ def _quiet_libraries() -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)
     logging.getLogger("distributed.sizeof").setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Log lines may quote a scheduler or storage URL: mask its password wherever it is printed.
+    for name in ("", "distributed"):
+        for handler in logging.getLogger(name).handlers:
+            if not isinstance(handler.formatter, _RedactingFormatter):
+                handler.setFormatter(_RedactingFormatter(handler.formatter))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 
 from dask_pipeline.config import LOOPBACK_HOSTS, ClusterConfig, TLSConfig
 from dask_pipeline.errors import ClusterError
+from dask_pipeline.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,9 @@ def connect_address(cfg: ClusterConfig) -> Started:
     if not address:
         raise ClusterError("cluster.kind 'address' needs cluster.address or DASK_SCHEDULER_ADDRESS (e.g. tcp://10.0.0.5:8786)")
     source = "cluster.address" if cfg.address else "DASK_SCHEDULER_ADDRESS"
+    if "@" in address:  # Dask addresses carry no credentials; libraries would quote it unmasked
+        raise ClusterError(f"{source} {redact(address)} holds a user or password, which Dask addresses never "
+                           "carry; expected tcp://HOST:PORT, or tls://HOST:PORT with cluster.tls to authenticate")
     # The config checks cluster.address at load; an address from the environment is checked here.
     if address.startswith("tls://") and cfg.tls is None:
         raise ClusterError(
@@ -403,8 +407,51 @@ def _connection_error(address: str, exc: Exception) -> ClusterError:
     return ClusterError(f"cannot reach the scheduler at {address}: {_one_line(exc)}{hint}")
 
 
+def _check_scheduler(address: str, security: Any, timeout: float) -> None:
+    """Fail within ``timeout`` when ``address`` does not answer as a Dask scheduler.
+
+    ``Client`` would wait forever for the handshake of a port that accepts connections but
+    never speaks Dask's protocol (an HTTP server, the dashboard's port): this one handshake,
+    bounded, turns that into one line.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect as comm_connect
+
+    args = security.get_connection_args("client") if security is not None else {}
+
+    async def handshake() -> None:
+        # The connect retries a refused port until ``timeout`` and then says so (OSError);
+        # the margin lets it, so the bound below fires only on a port that never answers.
+        comm = await asyncio.wait_for(comm_connect(address, timeout=timeout, **args), timeout + 2)
+        await comm.close()
+
+    # A thread of its own: the caller may already run an event loop (a notebook).
+    with ThreadPoolExecutor(1, thread_name_prefix="dask-pipeline-probe") as pool:
+        try:
+            pool.submit(asyncio.run, handshake()).result()
+        except (asyncio.TimeoutError, TimeoutError):
+            raise ClusterError(
+                f"the scheduler at {address} did not answer as a Dask scheduler within {timeout + 2:g} s: is it the "
+                "scheduler's port (8786 by default), not its dashboard (8787) or another service?"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise _connection_error(address, exc) from None
+        except Exception as exc:  # bytes that are not Dask's protocol fail to decode in many ways
+            raise ClusterError(f"the service at {address} does not speak Dask's protocol ({_one_line(exc)}); "
+                               "expected a Dask scheduler's address, tcp://HOST:8786 or tls://HOST:8786") from None
+
+
+def _connect_timeout() -> float:
+    import dask
+    from dask.utils import parse_timedelta
+
+    return float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds"))
+
+
 @contextlib.contextmanager
-def connect(cfg: ClusterConfig | None = None, timeout: float = 30) -> Iterator[Any]:
+def connect(cfg: ClusterConfig | None = None, timeout: float | None = None) -> Iterator[Any]:
     """Start or reach the cluster ``cfg`` describes and yield a connected ``distributed.Client``.
 
     Parameters
@@ -413,7 +460,7 @@ def connect(cfg: ClusterConfig | None = None, timeout: float = 30) -> Iterator[A
         The ``cluster:`` section; defaults to a local cluster.
     timeout
         Seconds to wait for the scheduler and the first worker (longer for queued SLURM jobs
-        and Kubernetes pods).
+        and Kubernetes pods); default Dask's ``distributed.comm.timeouts.connect`` (30 s).
 
     Returns
     -------
@@ -423,9 +470,12 @@ def connect(cfg: ClusterConfig | None = None, timeout: float = 30) -> Iterator[A
     from distributed import Client
 
     cfg = cfg or ClusterConfig()
+    timeout = _connect_timeout() if timeout is None else timeout
     started = _start(cfg)
     security = tls_security(cfg.tls) if cfg.tls is not None else None
     try:
+        if started.cluster is None:  # someone else's scheduler: make sure it is one before waiting on it
+            _check_scheduler(started.address, security, timeout)
         try:
             client = Client(started.address, timeout=timeout, set_as_default=False, security=security)
         except (OSError, ValueError) as exc:  # a plain-TCP scheduler answering a TLS hello: ValueError

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dask_pipeline.backtest import BacktestConfig
+from dask_pipeline.configfile import parse_yaml, read_yaml
 from dask_pipeline.errors import ConfigError
 from dask_pipeline.features.spec import FeaturesConfig
 from dask_pipeline.folds import FoldsConfig
@@ -48,7 +49,7 @@ class SynthConfig(Section):
     start: DateText = "2016-01-01"
     end: DateText = "2023-12-29"
     freq: Literal["1D", "1h", "5min"] = "1D"
-    seed: int = 7
+    seed: int = Field(7, ge=0)
 
     @model_validator(mode="after")
     def _has_bars(self) -> SynthConfig:
@@ -109,7 +110,9 @@ class DataConfig(Section):
         if value is not None:
             if not value:
                 raise ValueError("is empty; leave it out to use every symbol in the store")
-            dupes = sorted({s for s in value if value.count(s) > 1})
+            from collections import Counter
+
+            dupes = sorted(s for s, n in Counter(value).items() if n > 1)
             if dupes:
                 raise ValueError(f"lists {', '.join(dupes)} more than once")
         return value
@@ -357,6 +360,11 @@ class ClusterConfig(Section):
             raise ValueError(
                 f"address {self.address!r} has no protocol; expected tcp://HOST:PORT or tls://HOST:PORT"
             )
+        if self.address is not None and "@" in self.address:
+            raise ValueError(
+                f"address {self.address!r} holds a user or password, which Dask addresses never carry; "
+                "expected tcp://HOST:PORT, or tls://HOST:PORT with cluster.tls certificates to authenticate"
+            )
         if self.kind == "slurm" and "memory_limit" in self.model_fields_set:
             raise ValueError(
                 "cluster.memory_limit is not used with kind 'slurm': each worker gets "
@@ -376,7 +384,22 @@ class OutputConfig(Section):
     """Where results go: ``<dir>/<run_name>/``."""
 
     dir: str = "results"
+    #: A plain folder name (default: the config file's name); never a path, so a run stays in ``dir``.
     run_name: str | None = None
+
+    @field_validator("run_name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        # A leading dot would hide the folder and could collide with a run's staging folders.
+        if (not value.strip() or value in (".", "..") or value.startswith(".") or any(c in value for c in "/\\")
+                or not value.isprintable() or len(value.encode()) > 200):
+            raise ValueError(
+                f"{value!r} is not a plain folder name (it names the folder <output.dir>/<run_name>: no '/' or "
+                "'\\', no leading '.', printable, at most 200 bytes); by default it is the config file's name"
+            )
+        return value
 
 
 class Config(Section):
@@ -386,7 +409,7 @@ class Config(Section):
     #: indicators, estimators); listed first, so what they register validates below.
     plugins: list[str] = []
     graph: str = "datacheck"
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy seeds are non-negative
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
     label: LabelConfig = LabelConfig()
@@ -538,7 +561,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     search: list[Path] = [REPO_CONFIGS]
     if path is not None:
         path = Path(path)
-        raw = _read_yaml(path)
+        raw = read_yaml(path)
         search = [path.parent, path.parent.parent, REPO_CONFIGS]
 
     layered: dict[str, Any] = {}
@@ -562,68 +585,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         cfg = Config.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(f"{source}: " + "; ".join(describe_error(err, Config) for err in exc.errors())) from None
-    return _resolve_paths(cfg)
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """Safe YAML with two guards for configs.
-
-    A key given twice in one mapping is an error (YAML forbids it; PyYAML would keep the
-    last silently, so a second ``folds:`` section would replace the first). A date that
-    does not exist (``2020-02-30``) stays text, so the validator of its key names the key
-    instead of the parser failing without one.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may repeat keys on purpose
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                line = first.setdefault(key, key_node.start_mark.line)
-            except TypeError:  # an unhashable key: the base class reports it
-                continue
-            if line != key_node.start_mark.line:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice, first on line {line + 1}", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
-        try:
-            return super().construct_yaml_timestamp(node)
-        except ValueError:
-            return self.construct_scalar(node)
-
-
-ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", ConfigLoader.construct_yaml_timestamp)
-
-
-def parse_yaml(text: str) -> Any:
-    """``text`` as YAML with the ``ConfigLoader`` guards; raises ``yaml.YAMLError``."""
-    return yaml.load(text, Loader=ConfigLoader)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; expected a YAML config file such as configs/quickstart.yaml")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = parse_yaml(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                          "save the config as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
-    if data is None:
-        raise ConfigError(f"{path}: empty config file; expected sections such as graph: and data:")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
-    return data
+    return _resolve_paths(cfg, source)
 
 
 def _read_layer(key: str, folder: str, name: Any, search: list[Path], source: str) -> dict[str, Any]:
@@ -633,7 +595,7 @@ def _read_layer(key: str, folder: str, name: Any, search: list[Path], source: st
     for d in dirs:
         candidate = d / f"{name}.yaml"
         if candidate.is_file():
-            layer = _read_yaml(candidate)
+            layer = read_yaml(candidate)
             if key in layer:
                 raise ConfigError(f"{candidate}: a {key} file cannot name another {key}")
             return layer
@@ -668,14 +630,26 @@ def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, 
     return parsed
 
 
-def _resolve_paths(cfg: Config) -> Config:
+def _resolve_paths(cfg: Config, source: str = "<defaults>") -> Config:
     def absolute(p: str) -> str:
         return p if "://" in p else str(Path(p).expanduser().resolve())
 
     data = cfg.data.model_copy(update={"root": _absolute_root(cfg.data.root)})
     features = cfg.features.model_copy(update={"cache_dir": absolute(cfg.features.cache_dir)})
     output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir)})
+    if features.cache and "://" not in features.cache_dir:
+        _check_folder(Path(features.cache_dir), "features.cache_dir", source)
     return cfg.model_copy(update={"data": data, "features": features, "output": output})
+
+
+def _check_folder(path: Path, key: str, source: str) -> None:
+    """``ConfigError`` naming ``key`` when ``path``, or the first of its parents that exists, is not a folder."""
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ConfigError(f"{source}: '{key}': {existing} is a file, not a folder "
+                                  f"(expected a folder at {path})")
+            return
 
 
 def _absolute_root(root: str) -> str:

@@ -25,3 +25,11 @@ class ExtensionError(DaskPipelineError):
     """User code (a graph, plugin, indicator or estimator) broke its contract: a graph output
     of the wrong type, an indicator returning misaligned or infinite values, or one that
     looks ahead. The message names the extension."""
+
+
+class OutputError(DaskPipelineError):
+    """A run's results folder cannot be locked, written or read back as one complete run."""
+
+
+class CheckpointError(DaskPipelineError):
+    """A checkpoint cannot be written, cleared or trusted (damaged, truncated, or not this run's)."""

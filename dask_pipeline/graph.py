@@ -86,34 +86,38 @@ def task(
 def checkpointed(value: Delayed, path: str | Path, name: str) -> Delayed:
     """Save ``value`` to ``path`` when it is computed; if ``path`` already exists, load it instead.
 
-    The runner clears a run's checkpoints unless it resumes (``--resume``), so an existing
-    checkpoint is always one this config computed: its folder is keyed by the config digest.
-    A loaded checkpoint has no dependencies, so nothing upstream of it is recomputed.
-    Checkpoints are written by the worker that computed them (temp file + rename): a
-    multi-node resume needs the run folder on a filesystem every worker shares.
+    The runner clears a run's checkpoints unless it resumes (``--resume``) and refuses to
+    start when it cannot, so an existing checkpoint is one this config computed: its folder
+    is keyed by the config digest. Checkpoints are authenticated with the folder's key
+    (``dask_pipeline.checkpoints``): a damaged, truncated or planted file is refused, naming
+    it, and nothing in it runs. A loaded checkpoint has no dependencies, so nothing upstream
+    of it is recomputed. Checkpoints are written by the worker that computed them (temp
+    file + rename): a multi-node resume needs the run folder on a filesystem every worker shares.
     """
+    from dask_pipeline.checkpoints import folder_key
+    from dask_pipeline.results import inside
+
     path = Path(path)
+    inside(path.parent, path.name, "checkpoint")  # a plain file name in its folder
+    key = folder_key(path.parent)
+    stage = name.split("-", 1)[0]
     if path.exists():
-        return task(load_checkpoint, str(path), name=f"{name}-resume", stage=name.split("-", 1)[0])
-    return task(save_checkpoint, value, str(path), name=f"{name}-checkpoint", stage=name.split("-", 1)[0])
+        return task(load_checkpoint, str(path), key, name=f"{name}-resume", stage=stage)
+    return task(save_checkpoint, value, str(path), key, name=f"{name}-checkpoint", stage=stage)
 
 
-def save_checkpoint(value: Any, path: str) -> Any:
-    """Pickle ``value`` to ``path`` atomically and pass it on."""
-    import pickle
+def save_checkpoint(value: Any, path: str, key: bytes) -> Any:
+    """Write ``value`` to ``path`` authenticated with ``key`` and pass it on (``checkpoints.save``)."""
+    from dask_pipeline.checkpoints import save
 
-    from dask_pipeline.results import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-    return value
+    return save(value, path, key)
 
 
-def load_checkpoint(path: str) -> Any:
-    """The value ``save_checkpoint`` wrote."""
-    import pickle
+def load_checkpoint(path: str, key: bytes) -> Any:
+    """The value ``save_checkpoint`` wrote, once it verifies (``checkpoints.load``)."""
+    from dask_pipeline.checkpoints import load
 
-    return pickle.loads(Path(path).read_bytes())
+    return load(path, key)
 
 
 def stages_of(graph: dict[str, Delayed]) -> dict[str, str]:
@@ -391,7 +395,9 @@ def fold_plan(cfg: Any) -> Any:
     from dask_pipeline.walkforward import min_history, require_history
 
     data = cfg.data
-    stamps = {s: load_bars(data.root, s, data.start, data.end, columns=["close"]).index for s in symbols_of(cfg)}
+    # data.dtype: prices beyond float32 range load (and lay out) only as float64.
+    stamps = {s: load_bars(data.root, s, data.start, data.end, columns=["close"], dtype=data.dtype).index
+              for s in symbols_of(cfg)}
     require_history({s: len(i) for s, i in stamps.items()}, min_history(cfg.features, cfg.label.horizon), data)
     return plan_folds(stamps, cfg.folds, cfg.label.horizon, cfg.backtest.periods_per_year)
 

@@ -7,8 +7,11 @@ CLI can redact an error message without paying for those imports.
 import re
 
 #: A URL's password (``scheme://user:PASSWORD@host``) and secret-looking query parameters.
+#: The password runs to the last ``@`` before the host: it may hold ``@`` and, typed
+#: unencoded, spaces (``mysql://alice:pa ss@db/x``); the host is the text after that ``@``
+#: up to the end of the line or the next space. It never spans lines or another ``://``.
 _SECRETS = re.compile(
-    r"(?P<keep>[a-z][a-z0-9+.-]*://[^:/@\s]*:)\S*(?=@)"  # to the last @: a password may hold one
+    r"(?P<keep>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?:(?!://)[^\n]){0,200}?(?=@[^@\s]*(?:\s|$))"
     r"|(?P<qkeep>[?&;](?:password|passwd|pwd|secret|token|key|access_key|secret_key|sig|signature)=)[^&;\s'\"]*",
     re.IGNORECASE,
 )

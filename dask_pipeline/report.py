@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from dask_pipeline.errors import DataError
-from dask_pipeline.results import write_bytes, write_text
+from dask_pipeline.results import verify_run_folder, write_bytes, write_text
 
 TOP_IMPORTANCES = 20
 TOP_PATTERNS = 20
@@ -57,14 +56,8 @@ def build_report(run_dir: str | Path) -> Path:
         The written ``report.html``.
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DataError(f"{run_dir}: not a run folder (no such directory)")
-    if not (run_dir / "run.json").is_file():
-        raise DataError(f"{run_dir}: not a run folder (no run.json)")
-    try:
-        record = json.loads((run_dir / "run.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{run_dir / 'run.json'}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    # run.json is the completeness marker: every file it lists must be the one the run wrote.
+    record = verify_run_folder(run_dir)
     page = _Page(run_dir)
     for section in SECTIONS:
         section(page, record)
@@ -101,7 +94,10 @@ class _Page:
 
     def image(self, name: str, png: bytes) -> str:
         """Save ``png`` as ``figures/<name>.png`` and return its embedded ``<img>``."""
-        write_bytes(self.run_dir / "figures" / f"{name}.png", png)
+        from urllib.parse import quote
+
+        # Names carry symbols: percent-encoded like partitions, so 'BRK/B' or '..' stay in figures/.
+        write_bytes(self.run_dir / "figures" / f"{quote(name, safe='')}.png", png)
         return _img(png, name)
 
 
@@ -545,9 +541,10 @@ def _data_config(run_dir: Path) -> dict[str, Any]:
 
 def _bars(data: dict[str, Any], symbol: str) -> pd.DataFrame | None:
     from dask_pipeline.data import load_bars
+    from dask_pipeline.data.store import partition_name
 
     root = data.get("root")
-    if not root or not (Path(root) / f"symbol={symbol}").exists():
+    if not root or not (Path(root) / partition_name(symbol)).exists():  # percent-encoded: ^GSPC -> %5EGSPC
         return None
     start, end = data.get("start"), data.get("end")
     return load_bars(root, symbol, None if start is None else str(start), None if end is None else str(end),

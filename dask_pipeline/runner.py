@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +11,14 @@ from typing import Any
 
 from dask_pipeline.cluster import connect, describe
 from dask_pipeline.config import Config, dump_config, redact
-from dask_pipeline.errors import ConfigError, ThresholdError
+from dask_pipeline.checkpoints import clear as clear_checkpoints
+from dask_pipeline.errors import ConfigError, OutputError, ThresholdError
 from dask_pipeline.graph import check_outputs, gpu_workers, resolve_graph, run_notes, run_record, stages_of, symbols_of
 from dask_pipeline.monitor import (StageMonitor, check_thresholds, format_table, portfolio_metrics, progress_display,
                                    stage_times, task_dependencies)
 from dask_pipeline.preflight import check_workers
 from dask_pipeline.report import build_report
-from dask_pipeline.results import write_bytes, write_json, write_output, write_text
+from dask_pipeline.results import RunFolder, RunLock, check_replaceable, recover
 
 VERSIONED = ["dask", "distributed", "numpy", "pandas", "pyarrow", "numba", "scikit-learn", "optuna", "pydantic"]
 
@@ -65,23 +64,27 @@ def run(cfg: Config, client: Any = None, echo: Any = print, progress: bool = Fal
     resolved = resolve_graph(cfg.graph if graph is None else graph)
     if graph is not None and resolved.repeatable:
         cfg = cfg.model_copy(update={"graph": resolved.label})  # config.yaml then repeats this run
-    prepare_data(cfg, echo)
-    if not resume:
-        shutil.rmtree(cfg.run_dir / "checkpoints", ignore_errors=True)
-    elif cfg.checkpoint_dir.exists():
-        echo(f"resuming: {len(list(cfg.checkpoint_dir.iterdir()))} checkpoints in {cfg.checkpoint_dir}")
-    symbols = symbols_of(cfg)  # a missing symbol fails here, before any cluster starts
-    note = cfg.model.preset_note()
-    if note:
-        echo(f"note: {note}")
-    check_indicators(cfg, symbols[0], echo)
-    if hasattr(resolved.source, "check"):
-        resolved.source.check(cfg)  # what the graph can refuse from the config and the store alone
-    with run_notes(echo):  # notes the graph gives while it is built or driven: echoed, and in run.json
-        if client is not None:
-            return _compute_and_write(cfg, resolved, client, echo, progress)
-        with connect(cfg.cluster) as own_client:
-            return _compute_and_write(cfg, resolved, own_client, echo, progress)
+    with RunLock(cfg.run_dir, describe=f"run {cfg.run_dir.name!r}"):
+        for line in recover(cfg.run_dir):
+            echo(f"note: {line}")
+        check_replaceable(cfg.run_dir)
+        prepare_data(cfg, echo)
+        if not resume:
+            clear_checkpoints(cfg.run_dir / "checkpoints")
+        elif cfg.checkpoint_dir.exists():
+            echo(f"resuming: {count_checkpoints(cfg.checkpoint_dir)} checkpoints in {cfg.checkpoint_dir}")
+        symbols = symbols_of(cfg)  # a missing symbol fails here, before any cluster starts
+        preset_note = cfg.model.preset_note()
+        if preset_note:
+            echo(f"note: {preset_note}")
+        check_indicators(cfg, symbols[0], echo)
+        if hasattr(resolved.source, "check"):
+            resolved.source.check(cfg)  # what the graph can refuse from the config and the store alone
+        with run_notes(echo):  # notes the graph gives while it is built or driven: echoed, and in run.json
+            if client is not None:
+                return _compute_and_write(cfg, resolved, client, echo, progress)
+            with connect(cfg.cluster) as own_client:
+                return _compute_and_write(cfg, resolved, own_client, echo, progress)
 
 
 def check_indicators(cfg: Config, symbol: str, echo: Any = print) -> None:
@@ -174,17 +177,13 @@ def _compute_and_write(cfg: Config, resolved: Any, client: Any, echo: Any, progr
                 values = dict(zip(names, client.gather(futures), strict=True))
         values = check_outputs(values)  # a user graph's output of the wrong type fails before any write
         wall = time.perf_counter() - t0
-        run_dir = cfg.run_dir
-        files = [write_output(run_dir, name, values[name]) for name in sorted(values)]
-        outputs_written = [f.name for f in files]
-        files.append(write_bytes(run_dir / "dask-report.html", dask_report.read_bytes()))
+        performance = dask_report.read_bytes() if dask_report.is_file() else b""
     if monitor.error:
         echo(f"note: no live progress or worker memory from the scheduler ({monitor.error})")
 
     stages = stage_times(stream.data, {**monitor.stages, **stages_of(outputs or {})},
                          {**task_dependencies(outputs or {}), **monitor.dependencies}, monitor.samples)
     crossed = check_thresholds(stages, cfg.monitor, portfolio_metrics(values.get("folds")))
-    files.append(write_json(run_dir / "stages.json", stages))
     record = {
         "run": cfg.output.run_name,
         "graph": resolved.label,
@@ -195,13 +194,10 @@ def _compute_and_write(cfg: Config, resolved: Any, client: Any, echo: Any, progr
         "thresholds": crossed,
         "cluster": cluster,
         "versions": versions(),
-        "outputs": outputs_written,
         **run_record(),
     }
-    files.append(write_text(run_dir / "config.yaml", dump_config(cfg)))
-    files.append(write_text(run_dir / "run.json", redact(json.dumps(record, indent=2, default=str)) + "\n"))
-    files.append(build_report(run_dir))
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    run_dir = publish_run(cfg, values, record, performance)
+    files = sorted((p for p in run_dir.iterdir() if p.is_file()), key=lambda p: (p.name == "report.html", p.name))
     echo(format_table(stages))
     for item in crossed:
         echo(f"warning: {item['message']}")
@@ -209,6 +205,42 @@ def _compute_and_write(cfg: Config, resolved: Any, client: Any, echo: Any, progr
     if crossed and cfg.monitor.fail_on_threshold:
         raise ThresholdError(f"{len(crossed)} monitor threshold(s) crossed, first: {crossed[0]['message']}")
     return RunResult(run_dir, files, record, values)
+
+
+def publish_run(cfg: Config, values: dict[str, Any], record: dict[str, Any], performance: bytes = b"") -> Path:
+    """Write a computed run's files into a staging folder and publish them as one (``results.RunFolder``).
+
+    Every graph output, ``dask-report.html``, ``stages.json``, ``config.yaml``, then ``run.json``
+    (``record`` plus the output names and the manifest) and ``report.html``. A failure on
+    the way (a full disk, a folder that became read-only) leaves ``cfg.run_dir`` as it was
+    and the checkpoints in place for ``--resume``, and is one ``OutputError`` line.
+    """
+    run_dir = cfg.run_dir
+    try:
+        with RunFolder(run_dir) as folder:
+            written = [folder.write(name, values[name]) for name in sorted(values)]
+            record["outputs"] = [p.relative_to(folder.staging).as_posix() for p in written]
+            if performance:
+                folder.write("dask-report.html", performance)
+            folder.write("stages", record["stages"])
+            folder.write("config.yaml", dump_config(cfg))
+            folder.seal(record, redact)
+            build_report(folder.staging)
+            folder.publish()
+    except OSError as exc:
+        kept = " (the checkpoints are kept: rerun with --resume)" if count_checkpoints(cfg.checkpoint_dir) else ""
+        raise OutputError(f"{run_dir}: cannot write the results ({exc.strerror or exc}"
+                          f"{': ' + exc.filename if exc.filename else ''}); nothing of this run was published and "
+                          f"the folder is as it was{kept}") from None
+    clear_checkpoints(run_dir / "checkpoints")  # the previous folder's, if any, went with it
+    return run_dir
+
+
+def count_checkpoints(folder: Path) -> int:
+    """The checkpoint files in ``folder`` (not its key, not temp files); 0 when it does not exist."""
+    if not folder.is_dir():
+        return 0
+    return sum(1 for p in folder.iterdir() if p.is_file() and p.name != "key" and not p.name.startswith("."))
 
 
 def versions() -> dict[str, str]:

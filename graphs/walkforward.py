@@ -34,6 +34,6 @@ def build(cfg):
         fit = task(train_fold, fold, symbols, bars, features, cfg.label, model, cfg.seed, name=f"{name}-fit", stage="fit",
                    gpu=model.device == "cuda")
         done = task(backtest_fold, fit, cfg.backtest, name=f"{name}-backtest", stage="backtest")
-        results.append(checkpointed(done, cfg.checkpoint_dir / f"{name}.pkl", name))
+        results.append(checkpointed(done, cfg.checkpoint_dir / f"{name}.ckpt", name))
     tables = task(aggregate_folds, results, name="aggregate")
     return {t: task(table, tables, t, name=f"aggregate-{t}", stage="aggregate") for t in TABLES}

@@ -45,6 +45,7 @@ class Case:
     argv: tuple[str, ...]
     expect: tuple[str, ...]
     before: Callable[[Path], None] | None = None  # prepares the case's folder (``here``)
+    absent: tuple[str, ...] = ()  # what must appear nowhere in the output (a password)
 
 
 @dataclass
@@ -82,6 +83,20 @@ def run(name: str, graph: str, store: str, *expect: str, extra: tuple[str, ...] 
                                 *extra), expect, before)
 
 
+def huge_config(here: Path) -> None:
+    """A 2 MB config (a universe pasted in): refused by its size before it is parsed."""
+    symbols = ", ".join(f"S{i:06d}" for i in range(250_000))
+    (here / "huge.yaml").write_text(f"graph: datacheck\ndata:\n  symbols: [{symbols}]\n")
+
+
+def nfc_and_nfd_csvs(here: Path) -> None:
+    """One symbol's file twice: its name saved in Unicode NFC and in NFD (as macOS writes it)."""
+    import unicodedata
+
+    for form in ("NFC", "NFD"):
+        write((f"in/{unicodedata.normalize(form, 'SOCIÉTÉ')}.csv", GOOD_CSV))(here)
+
+
 def write(*files: tuple[str, str | bytes]) -> Callable[[Path], None]:
     """A ``before`` that writes ``(relative path, content)`` files under the case's folder."""
     def make(here: Path) -> None:
@@ -94,7 +109,8 @@ def write(*files: tuple[str, str | bytes]) -> Callable[[Path], None]:
 
 def previous_results(here: Path) -> None:
     """A results folder from an earlier run of the same config, which a failed rerun must leave alone."""
-    write(("results/datacheck/summary.parquet", b"earlier results"), ("results/datacheck/run.json", "{}\n"))(here)
+    write(("results/datacheck/summary.parquet", b"earlier results"),
+          ("results/datacheck/run.json", '{"outputs": ["summary.parquet"]}\n'))(here)
 
 
 def store_and_mixed_csvs(here: Path) -> None:
@@ -240,6 +256,34 @@ CASES = [
     Case("run/indicator_looks_ahead", ("run", "{bad}/configs/walkforward.yaml", "-q", "-o", "data.root={stores}/good",
                                        "-o", "graph={bad}/leaky_graph.py", "-o", "features.indicators=[ret, centred]"),
          ("indicator 'centred' (window=5) looks ahead on SYN000: centred_5 at 2019-", "no shift(-k), centred window")),
+
+    # Reliability (issue 13): bounded config loading, paths that stay where they belong,
+    # results folders a run did not write, secrets, Unicode forms of one symbol.
+    config("alias_bomb", "line 8: holds more than 100,000 values once its aliases are expanded"),
+    config("recursive_alias", "line 3: an alias refers to a value that contains it"),
+    config("deep_nesting", "line 3: nested more than 64 levels deep"),
+    config("negative_seed", "'seed': Input should be greater than or equal to 0 (got -1)"),
+    config("tune_negative_seed", "'tune.seed': Input should be greater than or equal to 0 (got -5)"),
+    Case("config/huge", ("run", "{here}/huge.yaml"), ("huge.yaml: 2,", "bytes, more than a config may hold"),
+         huge_config),
+    override("run_name_absolute", "-o", "output.run_name=/tmp/v",
+             expect=("'output.run_name': '/tmp/v' is not a plain folder name",)),
+    override("run_name_parent", "-o", "output.run_name=../../X",
+             expect=("'output.run_name': '../../X' is not a plain folder name",)),
+    Case("override/scheduler_with_password", ("run", "{bad}/configs/datacheck.yaml", "--scheduler",
+                                              "tcp://alice:pa ss@db.internal:8786"),
+         ("'cluster': address 'tcp://alice:***@db.internal:8786' holds a user or password",), absent=("pa ss",)),
+    run("cache_dir_is_a_file", "datacheck", "good", "'features.cache_dir':", "cache is a file, not a folder",
+        extra=("-o", "features.cache_dir={here}/cache"), before=write(("cache", "not a folder"))),
+    run("run_json_is_a_folder", "datacheck", "good", "results/datacheck/run.json: is a folder",
+        before=write(("results/datacheck/run.json/x", "{}"))),
+    run("files_no_run_wrote", "datacheck", "good", "results/datacheck: holds notes.txt, which no run wrote",
+        before=write(("results/datacheck/notes.txt", "mine"), ("results/datacheck/run.json", "{}\n"))),
+    run("checkpoints_that_are_not_ours", "datacheck", "good",
+        "results/datacheck/checkpoints/old.pkl: not a checkpoint folder of dask-pipeline",
+        before=write(("results/datacheck/checkpoints/old.pkl", b"\x80\x04N."))),
+    Case("csv/nfc_and_nfd_names_of_one_symbol", ("data", "import", "{here}/in", "--out", "{here}/store"),
+         ("symbol SOCIÉTÉ given twice in one write", "NFC or NFD"), nfc_and_nfd_csvs),
 ]
 
 
@@ -318,6 +362,9 @@ def attempt(case: Case, here: Path, stores: Path) -> Outcome:
     outcome.returncode = done.returncode
     outcome.last_line = lines[-1] if lines else ""
     outcome.traceback = "Traceback" in done.stdout + done.stderr
+    leaked = [a for a in case.absent if a in done.stdout + done.stderr]
+    if leaked:
+        outcome.problems.append(f"printed {leaked}")
     if done.returncode != 2:
         outcome.problems.append(f"exit code {done.returncode}, expected 2")
     if outcome.traceback:

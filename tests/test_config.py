@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dask_pipeline.config import Config, load_config
@@ -154,6 +156,10 @@ def test_preset_can_be_chosen_on_the_command_line():
     ("s3://bucket/bars?token=abc123&region=eu", "s3://bucket/bars?token=***&region=eu"),
     ("sqlite:///results/study.db", "sqlite:///results/study.db"),
     ("tls://10.0.0.5:8786 and tcp://h:1", "tls://10.0.0.5:8786 and tcp://h:1"),
+    ("cannot reach tcp://user:pass@10.0.0.5:8786: timed out", "cannot reach tcp://user:***@10.0.0.5:8786: timed out"),
+    ("mysql://alice:pa ss@db.internal/optuna", "mysql://alice:***@db.internal/optuna"),
+    ("storage 'mysql://alice:pa ss w@rd@db/x' failed", "storage 'mysql://alice:***@db/x' failed"),
+    ("a: postgresql://u:p1@h/x\nb: mysql://v:p 2@h/y\n", "a: postgresql://u:***@h/x\nb: mysql://v:***@h/y\n"),
 ])
 def test_redact_masks_passwords_in_urls(text, shown):
     from dask_pipeline.config import redact
@@ -178,3 +184,68 @@ def test_a_storage_password_never_reaches_the_run_folder(tmp_path, small_store):
     assert {"config.yaml", "run.json"} <= written.keys()
     assert not [name for name, data in written.items() if b"hunter2" in data]
     assert b"postgresql://optuna:***@db.internal" in written["config.yaml"]
+
+
+@pytest.mark.parametrize("name", ["/tmp/v", "../../X", "..", ".", ".hidden", "a/b", "a\\b", " ", "x" * 201,
+                                  "tab\there"])
+def test_run_name_is_a_plain_folder_name(tmp_path, name):
+    with pytest.raises(ConfigError, match=r"'output.run_name': .* is not a plain folder name"):
+        load_config(overrides={"output.run_name": name, "output.dir": str(tmp_path)})
+    assert load_config(overrides={"output.run_name": "2024-q1_v2.final"}).run_dir.name == "2024-q1_v2.final"
+
+
+def test_negative_seeds_fail_at_load():
+    for key in ("seed", "tune.seed", "data.synthetic.seed"):
+        with pytest.raises(ConfigError, match=rf"'{key}': Input should be greater than or equal to 0"):
+            load_config(overrides={key: -1})
+
+
+def test_a_cache_dir_that_is_a_file_fails_at_load(tmp_path):
+    (tmp_path / "cache").write_text("not a folder")
+    for where in ("cache", "cache/features"):
+        with pytest.raises(ConfigError, match=rf"'features.cache_dir': {tmp_path / 'cache'} is a file, not a folder"):
+            load_config(overrides={"features.cache_dir": str(tmp_path / where)})
+    load_config(overrides={"features.cache_dir": str(tmp_path / "cache"), "features.cache": False})
+
+
+def test_a_scheduler_address_never_carries_a_password():
+    with pytest.raises(ConfigError, match=r"tcp://alice:\*\*\*@db:8786' holds a user or password") as err:
+        from dask_pipeline.redaction import redact
+
+        try:
+            load_config(overrides={"cluster.kind": "address", "cluster.address": "tcp://alice:pa ss@db:8786"})
+        except ConfigError as exc:
+            raise ConfigError(redact(str(exc))) from None
+    assert "pa ss" not in str(err.value)
+
+
+ALIAS_BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("l0: &l0 [x]\n" + ALIAS_BOMB + "data: {symbols: *l9}\n", "line 6: holds more than 100,000 values once its "
+                                                               "aliases are expanded (an alias bomb?); refused"),
+    ("a: &a [1, *a]\n", "line 1: an alias refers to a value that contains it"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "line 1: nested more than 64 levels deep"),
+])
+def test_alias_bombs_and_deep_nesting_are_refused_fast(tmp_path, text, problem):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(write(tmp_path, text))
+    assert time.perf_counter() - t0 < 5
+
+
+def test_a_huge_config_is_refused_before_parsing(tmp_path):
+    import time
+
+    path = write(tmp_path, "data:\n  symbols: [" + ", ".join(f"S{i:07d}" for i in range(1_200_000)) + "]\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"c.yaml: [\d,]+ bytes, more than a config may hold \(1,048,576\)"):
+        load_config(path)
+    assert time.perf_counter() - t0 < 1
+    many = [f"S{i:06d}" for i in range(60_000)]  # under the limit: checked in linear time
+    t0 = time.perf_counter()
+    assert len(load_config(overrides={"data.symbols": many}).data.symbols) == 60_000
+    assert time.perf_counter() - t0 < 10

@@ -11,7 +11,7 @@ import pytest
 
 from dask_pipeline.cli import main
 from dask_pipeline.config import load_config
-from dask_pipeline.errors import DataError
+from dask_pipeline.errors import OutputError
 from dask_pipeline.report import build_report, chain_equity
 from dask_pipeline.runner import run
 
@@ -125,7 +125,7 @@ def test_waves_section(tmp_path, small_store):
 
 
 def test_missing_run_dir(tmp_path, capsys):
-    with pytest.raises(DataError, match="no run.json"):
+    with pytest.raises(OutputError, match="no run.json"):
         build_report(tmp_path)
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()

@@ -10,21 +10,24 @@ so ``^GSPC`` becomes ``symbol=%5EGSPC``).
 The root is a local path or an fsspec URL such as ``s3://bucket/bars`` (see
 :mod:`dask_pipeline.data.location`); the layout, the reads and the guarantees are the same.
 
-Writes are all-or-nothing per call: every frame is validated (and written to a hidden
-temp file next to its destination) before any destination file is replaced. On bad
-input nothing is left behind: temp files, symbol directories and a root directory that
-the call created are removed. A crash between the first and last replace can leave
-some symbols updated, never a half-written file. Locally each replace is an
-``os.replace``. On an object store the temp objects are uploaded the same way and each is
-then copied server-side over its destination and deleted: a PUT or COPY replaces an
-object atomically, so readers see the old part file or the new one, never a part of
-one (object stores have no directories, so there are none to create or remove).
+Writes are all-or-nothing per call: every frame is validated and written into a hidden
+staging folder of the root (``.import-*``) before any symbol is touched; then a new
+symbol's folder is renamed in whole and an existing symbol's part file replaced. On bad
+input nothing is left behind: the staging folder and a root directory that the call
+created are removed. A crash between the first and last move can leave some symbols
+updated, never a half-written file nor a ``symbol=X/`` folder without its part file; a
+killed writer's staging folder is hidden from every reader and removed by a later write.
+On an object store the objects are staged the same way and each is then copied
+server-side over its destination and deleted: a PUT or COPY replaces an object
+atomically, so readers see the old part file or the new one, never a part of one.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
 import os
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -52,8 +55,12 @@ _PREFIX = f"{PARTITION_KEY}="
 
 
 def partition_name(symbol: str) -> str:
-    """The directory name of ``symbol``'s partition: ``symbol=<SYMBOL>``, percent-encoded."""
-    return f"{_PREFIX}{quote(symbol, safe='')}"
+    """The directory name of ``symbol``'s partition: ``symbol=<SYMBOL>``, NFC, percent-encoded.
+
+    Names that differ only in Unicode normalisation (a file name saved as NFD on macOS, the
+    same name typed as NFC) are one symbol and one folder.
+    """
+    return f"{_PREFIX}{quote(unicodedata.normalize('NFC', symbol), safe='')}"
 
 
 def symbol_dir(root: PathLike, symbol: str) -> str:
@@ -133,9 +140,12 @@ def write_validated(
     """Write already validated ``(symbol, bars)`` pairs, all or nothing.
 
     ``items`` may be a lazy iterable that validates as it goes (as ``import_csv`` does):
-    each frame goes to a hidden temp file beside its destination, and only once the
-    iterable is exhausted without error are the temp files moved into place. Any
-    exception removes every temp file and every directory this call created.
+    each frame is written into a hidden staging folder of the root (``.import-*``, which no
+    reader lists), and only once the iterable is exhausted without error is each symbol
+    moved into place: a new symbol's whole ``symbol=X/`` folder in one rename, an existing
+    symbol's part file over the old one. Any exception removes the staging folder and every
+    directory this call created; a writer killed at any point leaves at most a staging
+    folder, which a later write to the store removes.
 
     Raises
     ------
@@ -145,29 +155,31 @@ def write_validated(
     location = locate(root)
     # Object stores have no directories: nothing to create there, nothing to remove.
     created = _missing_directories(location) if location.local else []
-    staged: list[tuple[str, str]] = []
-    temp: str | None = None
+    staging = location.join(f"{_STAGING_PREFIX}{uuid.uuid4().hex}")
+    held: int | None = None
+    staged: list[str] = []
     try:
         with location.failures("write the store"):
             for directory in created:
                 os.mkdir(directory)
-        written: list[str] = []
+            if location.local:
+                _remove_stale_staging(location)
+                os.mkdir(staging)
+                held = _hold(staging)
         seen: set[str] = set()
         for symbol, bars in items:
             check_symbol_name(symbol)
+            symbol = unicodedata.normalize("NFC", symbol)  # one symbol, whichever form its name came in
             if symbol in seen:
-                raise DataError(f"{location.shown}: symbol {symbol} given twice in one write")
+                raise DataError(f"{location.shown}: symbol {symbol} given twice in one write "
+                                "(names that differ only in Unicode form, NFC or NFD, are one symbol)")
             seen.add(symbol)
-            written.append(symbol)
             table = bars_to_table(bars)
-            directory = location.join(partition_name(symbol))
+            directory = f"{staging}/{partition_name(symbol)}"
             with location.failures("write the store"):
-                if location.local and not os.path.isdir(directory):
+                if location.local:
                     os.mkdir(directory)
-                    created.append(directory)
-                # Hidden (dataset discovery and _part_files skip dot files) and unique.
-                temp = f"{directory}/.{PART_FILE}.{uuid.uuid4().hex}.tmp"
-                with location.create(temp) as sink:
+                with location.create(f"{directory}/{PART_FILE}") as sink:
                     pq.write_table(
                         table, sink, compression=COMPRESSION, write_statistics=True,
                         row_group_size=row_group_size or default_row_group_size(bars.index),
@@ -175,26 +187,100 @@ def write_validated(
                         # byte-stream-split doubles compress about 7 % smaller under zstd.
                         use_dictionary=False, use_byte_stream_split=list(BAR_COLUMNS),
                     )
-            staged.append((temp, f"{directory}/{PART_FILE}"))
-            temp = None
+            staged.append(symbol)
+        with location.failures("publish the written files"):
+            for symbol in staged:
+                _publish_symbol(location, staging, symbol)
     except BaseException:
-        location.discard([temp, *(t for t, _ in staged)])
+        _remove_staging(location, staging, held)
+        held = None
         for directory in reversed(created):
             try:
                 os.rmdir(directory)
             except OSError:
                 pass
         raise
-    published = 0
+    _remove_staging(location, staging, held)
+    return staged
+
+
+#: Hidden staging folders of writes in progress (or killed) under a store root.
+_STAGING_PREFIX = ".import-"
+_STALE_SECONDS = 60
+
+
+def _publish_symbol(location: StoreLocation, staging: str, symbol: str) -> None:
+    """Move one staged symbol into the store: its new folder whole, or its part file over the old one."""
+    staged_dir = f"{staging}/{partition_name(symbol)}"
+    final_dir = location.join(partition_name(symbol))
+    if location.local:
+        try:
+            os.rename(staged_dir, final_dir)  # a new symbol appears complete, or not at all
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                raise
+        os.replace(f"{staged_dir}/{PART_FILE}", f"{final_dir}/{PART_FILE}")
+        for name in os.listdir(final_dir):  # temp files of writes of older versions that were killed
+            if name.startswith(f".{PART_FILE}.") and name.endswith(".tmp"):
+                os.unlink(f"{final_dir}/{name}")
+    else:
+        location.publish(f"{staged_dir}/{PART_FILE}", f"{final_dir}/{PART_FILE}")
+
+
+def _hold(folder: str) -> int | None:
+    """Lock ``folder`` (flock on the directory) while it is written: a live write is never cleaned away."""
     try:
-        with location.failures("publish the written files"):
-            for staged_file, final in staged:
-                location.publish(staged_file, final)
-                published += 1
-    except BaseException:
-        location.discard(t for t, _ in staged[published:])
-        raise
-    return written
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _remove_stale_staging(location: StoreLocation) -> None:
+    """Remove staging folders that killed writers left: unlocked, and older than a minute."""
+    import shutil
+    import time
+
+    try:
+        import fcntl
+    except ImportError:
+        return
+    for name in os.listdir(location.path):
+        path = location.join(name)
+        if not name.startswith(_STAGING_PREFIX) or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        try:
+            if time.time() - os.stat(path).st_mtime < _STALE_SECONDS:
+                continue  # just made: its writer may not hold its lock yet
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a write in progress
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def _remove_staging(location: StoreLocation, staging: str, held: int | None) -> None:
+    """Best-effort removal of this write's staging folder (an error while cleaning must not hide the first one)."""
+    import shutil
+
+    if location.local:
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        try:
+            location.fs.rm(staging, recursive=True)
+        except Exception:  # nothing was staged, or the store went away: nothing more to do
+            pass
+    if held is not None:
+        os.close(held)
 
 
 def load_bars(
@@ -235,6 +321,7 @@ def load_bars(
         (NaN, duplicate timestamps, high < low, a text column...: file and row named).
     """
     wanted = _requested_columns(columns)
+    symbol = unicodedata.normalize("NFC", symbol)  # as partition_name stores it: the partition filter compares it
     float_type = np.dtype(dtype)
     if float_type.kind != "f":
         raise ValueError(f"dtype must be a float type such as 'float32' or 'float64', got {dtype!r}")
@@ -339,7 +426,8 @@ def table_to_bars(table: pa.Table, columns: list[str], dtype: np.dtype | None) -
     data = {}
     for name in columns:
         values = table.column(name).to_numpy()
-        data[name] = values if dtype is None else values.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # a price beyond float32 becomes inf, which load_bars reports
+            data[name] = values if dtype is None else values.astype(dtype, copy=False)
     bars = pd.DataFrame(data, index=index, columns=list(columns))
     return bars if index.is_monotonic_increasing else bars.sort_index(kind="stable")
 
@@ -379,7 +467,15 @@ def _existing_root(root: PathLike) -> StoreLocation:
 
 def _symbols(location: StoreLocation) -> list[str]:
     with location.failures("list the data root"):
-        return sorted(unquote(name[len(_PREFIX):]) for name in _partitions(location))
+        names = _partitions(location)
+    symbols: dict[str, str] = {}
+    for name in sorted(names):
+        symbol = unquote(name[len(_PREFIX):])
+        twin = symbols.setdefault(unicodedata.normalize("NFC", symbol), name)
+        if twin != name:  # written by another tool: one symbol in two Unicode forms
+            raise DataError(f"{location.shown}: {twin} and {name} are one symbol in two Unicode forms (NFC, NFD); "
+                            "keep one of them")
+    return sorted(unquote(name[len(_PREFIX):]) for name in names)
 
 
 def _partitions(location: StoreLocation) -> list[str]:
@@ -415,7 +511,10 @@ def _part_files(location: StoreLocation, directory: str, symbol: str) -> list[st
         if name.endswith(".parquet") and not name.rsplit("/", 1)[-1].startswith((".", "_"))
     )
     if not files:
-        raise DataError(f"{location.name_of(directory)}: symbol {symbol}: no parquet files (expected {PART_FILE})")
+        leftovers = [e["name"].rsplit("/", 1)[-1] for e in entries if e["name"].endswith(".tmp")]
+        why = f" (only {leftovers[0]}, a temp file of an interrupted import: rerun the import)" if leftovers else ""
+        raise DataError(f"{location.name_of(directory)}: symbol {symbol}: no parquet files (expected {PART_FILE})"
+                        f"{why}")
     return files
 
 

@@ -8,12 +8,19 @@ Any change of data, spec or version is a miss; the same inputs hit and compute n
 Files are written to a temporary name in the cache directory and renamed into place, so
 concurrent writers of one key never leave a partial file: the last rename wins, and
 every rename installs a complete file.
+
+Each file carries the SHA-256 of its values in its Parquet metadata, checked on every
+read: a file that another process, a bad disk or a flipped bit changed is not used; it is
+logged once (the rewrite makes it good again), recomputed and replaced. A cache folder
+that cannot be written (full, read-only) is logged once per folder and the run goes on
+uncached: the cache only ever saves time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -22,9 +29,14 @@ import pandas as pd
 
 import dask_pipeline
 from dask_pipeline.features import engine
-from dask_pipeline.results import write_parquet
+from dask_pipeline.results import atomic_path
 
-_SALT = b"dask-pipeline/features/v1"
+# v2: files carry their content hash (v1 files have none, and are never read again).
+_SALT = b"dask-pipeline/features/v2"
+_HASH_KEY = b"dask_pipeline.sha256"
+
+log = logging.getLogger(__name__)
+_unwritable: set[str] = set()  # cache folders already reported as unwritable in this process
 
 
 def cache_key(
@@ -89,16 +101,59 @@ def compute_cached(
         cached.index = bars.index
         return cached
     features = engine.compute(bars, spec, benchmark, symbol=symbol)
-    write_parquet(path, features)
+    _write(path, features)
     return features
 
 
-def _read(path: Path, columns: list[str], n_rows: int) -> pd.DataFrame | None:
-    """The cached frame at ``path``; None when absent or not what this key must hold."""
+def content_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 of a frame's index and columns: names, dtypes and values, in order."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(pd.DatetimeIndex(frame.index).asi8).tobytes())
+    for name in frame.columns:
+        values = np.ascontiguousarray(frame[name].to_numpy())
+        digest.update(f"{name}\0{values.dtype.str}\0".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def _write(path: Path, features: pd.DataFrame) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(features)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           _HASH_KEY: content_hash(features).encode()})
     try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError):  # absent, or damaged by something else: recompute, replace
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    except OSError as exc:
+        if str(path.parent) not in _unwritable:
+            _unwritable.add(str(path.parent))
+            log.warning("warning: feature cache %s cannot be written (%s); features are computed without it",
+                        path.parent, exc.strerror or exc)
+
+
+def _read(path: Path, columns: list[str], n_rows: int) -> pd.DataFrame | None:
+    """The cached frame at ``path``; None when absent, or when it is not what this key must hold."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
         return None
-    if list(frame.columns) != columns or len(frame) != n_rows:
-        return None
+    except Exception as exc:  # any way a damaged file fails to decode: never the run's problem
+        return _damaged(path, f"unreadable: {' '.join(str(exc).split())[:200]}")
+    try:
+        stored = (table.schema.metadata or {}).get(_HASH_KEY, b"").decode()
+        frame = table.to_pandas()
+    except Exception as exc:
+        return _damaged(path, f"undecodable: {' '.join(str(exc).split())[:200]}")
+    if list(frame.columns) != columns or len(frame) != n_rows or stored != content_hash(frame):
+        return _damaged(path, "its values do not match the content hash written with them")
     return frame
+
+
+def _damaged(path: Path, reason: str) -> None:
+    # Logged when found; the recomputed file replaces it, so the next read is a plain hit.
+    log.warning("warning: feature cache file %s is damaged (%s); recomputed and replaced", path, reason)
+    return None

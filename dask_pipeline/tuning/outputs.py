@@ -145,13 +145,14 @@ def best_params(trials: Sequence[Any], cfg: Any, best: Any) -> dict[str, Any]:
     return record
 
 
-def save_plots(study: Any, cfg: Any, echo: Callable[..., Any] = print) -> dict[str, str]:
-    """Optimisation history, parameter importances and parallel coordinates as PNG in ``<run>/plots/``.
+def save_plots(study: Any, cfg: Any, echo: Callable[..., Any] = print) -> tuple[dict[str, str], dict[str, bytes]]:
+    """Optimisation history, parameter importances and parallel coordinates as PNG, for ``<run>/plots/``.
 
     Returns
     -------
-    dict
-        Plot name -> file written, or the reason it was skipped.
+    (dict, dict)
+        Plot name -> its file in the run folder, or the reason it was skipped; and file ->
+        PNG bytes, which the runner publishes with the run's other outputs.
     """
     import sys
     import warnings
@@ -165,7 +166,7 @@ def save_plots(study: Any, cfg: Any, echo: Callable[..., Any] = print) -> dict[s
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as vis
 
-    from dask_pipeline.results import atomic_path
+    import io
 
     tune = cfg.tune
     target = None if len(tune.metrics) == 1 else (lambda t: t.values[0])
@@ -179,12 +180,12 @@ def save_plots(study: Any, cfg: Any, echo: Callable[..., Any] = print) -> dict[s
         "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, target=target, target_name=name),
     }
     done: dict[str, str] = {}
+    images: dict[str, bytes] = {}
     for plot, draw in plots.items():
         if plot == "param_importances" and n_complete < 2:
             done[plot] = "skipped: fewer than 2 complete trials"
             echo(f"note: {plot} plot {done[plot]}")
             continue
-        path = cfg.run_dir / "plots" / f"{plot}.png"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
             try:
@@ -194,24 +195,25 @@ def save_plots(study: Any, cfg: Any, echo: Callable[..., Any] = print) -> dict[s
                 echo(f"note: {plot} plot {done[plot]}")
                 continue
         figure = np.atleast_1d(axes).flat[0].figure
+        buffer = io.BytesIO()
         try:
-            with atomic_path(path) as tmp:
-                figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+            figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         finally:
             plt.close(figure)
-        done[plot] = str(path.relative_to(cfg.run_dir))
-    return done
+        done[plot] = f"plots/{plot}.png"
+        images[done[plot]] = buffer.getvalue()
+    return done, images
 
 
 def study_outputs(study: Any, cfg: Any, echo: Callable[..., Any] = print) -> tuple[Any, dict[str, Any]]:
-    """The best trial's walk-forward config and the study's result files (plots written here).
+    """The best trial's walk-forward config and the study's result files.
 
     Returns
     -------
     (Config, dict)
         The best parameters applied to the config (a walk-forward), and ``trials``
         (DataFrame), ``best_params`` (dict), ``best_config.yaml`` (text: that walk-forward,
-        runnable on its own as run ``<run>-best``).
+        runnable on its own as run ``<run>-best``) and ``plots/<name>.png`` (bytes).
 
     Raises
     ------
@@ -227,7 +229,7 @@ def study_outputs(study: Any, cfg: Any, echo: Callable[..., Any] = print) -> tup
         raise StudyError(f"tune: no trial completed ({summary['failed']} failed, {summary['pruned']} pruned){first}")
     best_cfg = apply_params(cfg, best.params)
     record = best_params(trials, cfg, best)
-    record["plots"] = save_plots(study, cfg, echo)
+    record["plots"], images = save_plots(study, cfg, echo)
     standalone = best_cfg.model_copy(update={"output": best_cfg.output.model_copy(
         update={"run_name": f"{cfg.output.run_name or 'run'}-best"})})
     value = record["value"]
@@ -241,4 +243,5 @@ def study_outputs(study: Any, cfg: Any, echo: Callable[..., Any] = print) -> tup
         "trials": trials_frame(trials, cfg.tune),
         "best_params": record,
         "best_config.yaml": dump_config(standalone),
+        **images,
     }

@@ -172,7 +172,7 @@ class TuneConfig(Section):
     direction: Literal["maximize", "minimize"] | list[Literal["maximize", "minimize"]] = "maximize"
     sampler: Literal["tpe", "random", "cmaes", "grid", "nsga2"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
     concurrency: int | None = Field(None, ge=1)
     storage: str | None = None
     study_name: str | None = None

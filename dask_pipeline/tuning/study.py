@@ -268,7 +268,7 @@ def open_study(cfg: Any, echo: Callable[..., Any] = print, storage: Any = None) 
 
     tune = cfg.tune
     name = tune.study_name or cfg.output.run_name or "tune"
-    storage = make_storage(cfg) if storage is None else storage
+    storage = make_storage(cfg, echo) if storage is None else storage
     try:
         with optuna_quiet():
             study = optuna.create_study(storage=storage, study_name=name, directions=tune.directions,

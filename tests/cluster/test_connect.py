@@ -90,3 +90,29 @@ def test_ssh_host_that_refuses_is_one_clear_error(monkeypatch):
             pass
     msg = str(err.value)
     assert msg.startswith("cluster.kind 'ssh' could not start:") and "check cluster.ssh.hosts" in msg and "\n" not in msg
+
+
+def test_a_port_that_is_not_a_dask_scheduler_fails_within_the_timeout():
+    """A port that accepts connections but never speaks Dask (an HTTP server, a dashboard): one
+    ClusterError within the connect timeout, instead of Client waiting for a handshake forever."""
+    import http.server
+    import threading
+    import time
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # it answers Dask's handshake with 400: not worth a line
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(ClusterError, match=rf"the scheduler at tcp://127.0.0.1:{port} did not answer as a Dask "
+                                               r"scheduler within 3 s"):
+            with connect(ClusterConfig(kind="address", address=f"tcp://127.0.0.1:{port}"), timeout=1):
+                pass
+        assert time.perf_counter() - t0 < 10
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -138,3 +138,50 @@ def test_concurrent_writers_of_one_key(tmp_path, bars):
     cfg = FeaturesConfig(cache_dir=str(tmp_path))
     on_disk = pd.read_parquet(tmp_path / _files(tmp_path)[0])
     pd.testing.assert_frame_equal(on_disk, compute(bars, cfg), check_freq=False)
+
+
+def test_bit_flips_are_never_used(tmp_path, bars, calls, caplog):
+    """150 random single-bit flips of a cache file: each read gives the true features (a damaged
+    file is logged once, recomputed and replaced), never different numbers."""
+    cfg = FeaturesConfig(cache_dir=str(tmp_path), indicators=["sma", "rsi"])  # a small file: a quick test
+    bars = bars.iloc[:200]
+    good = compute_cached(bars, cfg)
+    (path,) = [tmp_path / name for name in _files(tmp_path)]
+    clean = path.read_bytes()
+    rng = np.random.default_rng(7)
+    recomputed = 0
+    for bit in rng.choice(len(clean) * 8, size=150, replace=False):
+        data = bytearray(clean)
+        data[bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(bytes(data))
+        before, caplog_count = calls["n"], len(caplog.records)
+        with caplog.at_level("WARNING", logger="dask_pipeline.features.cache"):
+            got = compute_cached(bars, cfg)
+        pd.testing.assert_frame_equal(got, good)
+        if calls["n"] > before:
+            recomputed += 1
+            assert len(caplog.records) == caplog_count + 1 and "is damaged" in caplog.records[-1].getMessage()
+            assert path.read_bytes() == clean  # replaced by the recomputed file
+        else:
+            assert len(caplog.records) == caplog_count  # a flip in bytes that hold no value: nothing to say
+    assert recomputed > 75  # most flips touch a value or its metadata; every one of those was caught
+    assert _files(tmp_path) == [path.name]
+
+
+def test_an_unwritable_cache_is_said_once_and_the_run_goes_on(tmp_path, bars, calls, caplog, monkeypatch):
+    from dask_pipeline.features import cache
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    monkeypatch.setattr(cache, "_unwritable", set())
+    cfg = FeaturesConfig(cache_dir=str(tmp_path))
+    with caplog.at_level("WARNING", logger="dask_pipeline.features.cache"):
+        first = compute_cached(bars, cfg)
+        compute_cached(bars.iloc[:-1], cfg)
+    pd.testing.assert_frame_equal(first, compute(bars, cfg))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: feature cache {tmp_path} cannot be written (No space left on device); "
+        "features are computed without it"]
+    assert _files(tmp_path) == []

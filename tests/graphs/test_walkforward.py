@@ -158,13 +158,13 @@ def test_resume_after_kill_computes_only_missing_folds(tmp_path, small_store):
 
     first = cli("run", str(config), cwd=tmp_path, start_new_session=True)
     deadline = time.monotonic() + 120
-    while len(list(checkpoints.glob("fold-*.pkl"))) < 2:
+    while len(list(checkpoints.glob("fold-*.ckpt"))) < 2:
         assert first.poll() is None, first.communicate()
         assert time.monotonic() < deadline, "no fold checkpoint appeared"
         time.sleep(0.02)
     os.killpg(first.pid, signal.SIGKILL)  # the CLI and the workers it started
     first.wait()
-    done = sorted(p.name for p in checkpoints.glob("fold-*.pkl"))
+    done = sorted(p.name for p in checkpoints.glob("fold-*.ckpt"))
     assert 2 <= len(done) < N_FOLDS, done
     assert not (cfg.run_dir / "folds.parquet").exists()
 
