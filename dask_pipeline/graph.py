@@ -298,18 +298,23 @@ def resolve_graph(graph: Any) -> Graph:
 def check_outputs(values: dict[str, Any]) -> dict[str, Any]:
     """A graph's computed outputs, checked before anything is written: one file each.
 
-    A Series becomes a one-column DataFrame; anything that is not a DataFrame, dict,
-    list or str is an ``ExtensionError`` naming the output, so a run never writes some
-    files and then fails on another.
+    A name is a file name or a relative path inside the run folder (``plots/history.png``,
+    as ``results.write_output`` takes it). A Series becomes a one-column DataFrame; anything
+    that is not a DataFrame, dict, list, str or bytes is an ``ExtensionError`` naming the
+    output, so a run never writes some files and then fails on another.
     """
     import pandas as pd
 
-    from dask_pipeline.errors import ExtensionError
+    from dask_pipeline.errors import ExtensionError, OutputError
+    from dask_pipeline.results import inside
 
     checked: dict[str, Any] = {}
     for name, value in values.items():
-        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-            raise ExtensionError(f"graph output {name!r}: names become file names; use a plain name such as 'signals'")
+        try:
+            inside(Path("run"), name if isinstance(name, str) else "", "graph output")
+        except OutputError:
+            raise ExtensionError(f"graph output {name!r}: names become file names in the run folder; use a plain "
+                                 "name such as 'signals' or a relative path such as 'plots/signals.png'") from None
         if isinstance(value, pd.Series):
             value = value.to_frame(value.name if value.name is not None else name)
         if isinstance(value, pd.DataFrame):
@@ -317,9 +322,9 @@ def check_outputs(values: dict[str, Any]) -> dict[str, Any]:
             if odd:
                 raise ExtensionError(f"graph output {name!r}: column names must be text for Parquet, got "
                                      f"{', '.join(map(repr, odd[:5]))}")
-        elif not isinstance(value, dict | list | str):
+        elif not isinstance(value, dict | list | str | bytes):
             raise ExtensionError(f"graph output {name!r} is a {type(value).__name__}; expected a DataFrame "
-                                 "(written as Parquet), a Series, a dict or list (JSON) or a str (text)")
+                                 "(written as Parquet), a Series, a dict or list (JSON), a str (text) or bytes")
         checked[name] = value
     return checked
 

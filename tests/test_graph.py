@@ -84,3 +84,21 @@ def test_checkpoint_saves_then_replaces_the_task(tmp_path):
     assert dask.compute(again, scheduler="sync")[0] == {"x": 3}
     assert calls == [3]  # the second graph loaded the checkpoint: nothing upstream ran
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_graph_outputs_are_checked_before_anything_is_written():
+    import pandas as pd
+
+    from dask_pipeline.errors import ExtensionError
+    from dask_pipeline.graph import check_outputs
+
+    series = pd.Series([1.0, 2.0], name="signal")
+    checked = check_outputs({"signals": series, "plots/history.png": b"\x89PNG", "notes": "text"})
+    assert list(checked["signals"].columns) == ["signal"] and checked["plots/history.png"] == b"\x89PNG"
+    for bad in ("../escape", "/tmp/escape", "", "a/../b", 3):
+        with pytest.raises(ExtensionError, match="names become file names in the run folder"):
+            check_outputs({bad: "x"})
+    with pytest.raises(ExtensionError, match="graph output 'n' is a int"):
+        check_outputs({"n": 3})
+    with pytest.raises(ExtensionError, match="column names must be text"):
+        check_outputs({"t": pd.DataFrame({0: [1.0]})})
