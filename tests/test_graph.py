@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dask
+import pytest
 from dask.utils import key_split
 from distributed import Client, LocalCluster, get_task_stream
 
