@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from dask_pipeline.errors import ConfigError, DataError
-from dask_pipeline.features import kernels
+from dask_pipeline.features import fusion, kernels
+from dask_pipeline.features.fused import (SCAN_BAD_COLUMN, SCAN_BAD_ROW, SCAN_CV_ALIGNED, SCAN_HLC_ALIGNED, SCAN_NAN,
+                                          scan_bars_nb)
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 _MAX_WINDOW = 100_000
@@ -251,6 +253,10 @@ INDICATORS: dict[str, Indicator] = {
     "beta": Indicator(_beta, ("beta",), _window(60), needs_benchmark=True),
 }
 
+#: The built-in entries the fused passes may compute: an entry replaced in ``INDICATORS``
+#: (or one registered by a user) is no longer this object and takes the generic path.
+_FUSABLE = {name: INDICATORS[name] for name in fusion.FUSED}
+
 #: The feature set used when a config names none: (registry name, parameters).
 DEFAULT_SET: tuple[tuple[str, dict[str, int | float]], ...] = (
     ("ret", {"lag": 1}),
@@ -353,7 +359,7 @@ def compute(
     key = _spec_key(spec)
     plan = _plan(key)
     where = f"symbol {symbol!r}" if symbol else "bars"
-    columns = _bar_arrays(bars, where)
+    block, found = _bar_block(bars, where)
     bench_close = None
     if any(indicator.needs_benchmark for indicator, _, _ in plan):
         if benchmark is None:
@@ -363,16 +369,18 @@ def compute(
                 "(set features.benchmark and pass its bars to compute)"
             )
         bench_close = _aligned_close(benchmark, bars.index, where)
-    arrays = BarArrays(columns, bench_close)
 
     names = _column_index(key)
     # Column-major so each feature is one contiguous column and the frame is one block.
     out = np.empty((len(bars), len(names)), dtype=np.float32, order="F")
-    j = 0
-    for indicator, params, cols in plan:
-        for values in indicator.compute(arrays, **params):
-            out[:, j] = values
-            j += 1
+    todo, firsts = _schedule(key, (bool(found[SCAN_HLC_ALIGNED]), bool(found[SCAN_CV_ALIGNED])))
+    fusion.run(todo, block, out, int(found[SCAN_NAN]))
+    if todo.generic:
+        arrays = BarArrays(dict(zip(BAR_COLUMNS, block)), bench_close)
+        for position in todo.generic:
+            indicator, params, _ = plan[position]
+            for j, values in enumerate(indicator.compute(arrays, **params), start=firsts[position]):
+                out[:, j] = values
     return pd.DataFrame(out, index=bars.index, columns=names, copy=False)
 
 
@@ -421,6 +429,19 @@ def _plan(key: tuple) -> tuple[tuple[Indicator, dict, list[str]], ...]:
 
 
 @functools.lru_cache(maxsize=256)
+def _schedule(key: tuple, aligned: tuple[bool, bool]) -> tuple[fusion.Schedule, tuple[int, ...]]:
+    """The fused passes of a spec for bars whose (high, low, close) and (close, volume)
+    NaN masks agree or not, and each item's first output column."""
+    items, firsts, j = [], [], 0
+    for (name, _), (indicator, params, columns) in zip(key, _plan(key)):
+        fusable = name in _FUSABLE and INDICATORS.get(name) is _FUSABLE[name]
+        items.append(fusion.Item(name if fusable else None, params, j))
+        firsts.append(j)
+        j += len(columns)
+    return fusion.schedule(items, *aligned), tuple(firsts)
+
+
+@functools.lru_cache(maxsize=256)
 def _column_index(key: tuple) -> pd.Index:
     """The output columns as a pandas Index, built once per spec (building one is slow)."""
     return pd.Index([column for _, _, cols in _plan(key) for column in cols])
@@ -458,7 +479,10 @@ def _check_finite(values: np.ndarray, name: str, frame: pd.DataFrame, where: str
         raise DataError(f"{where}: column {name!r} is infinite at row {row} ({frame.index[row]})")
 
 
-def _bar_arrays(bars: pd.DataFrame, where: str) -> dict[str, np.ndarray]:
+def _bar_block(bars: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The bar columns as one ``(5, n)`` float64 block (rows in ``BAR_COLUMNS`` order),
+    validated in one pass, and what that pass found (``scan_bars_nb``: which columns
+    hold NaN, and whether their NaN masks agree)."""
     if not isinstance(bars, pd.DataFrame):
         raise DataError(f"{where}: expected a DataFrame of bars, got {type(bars).__name__}")
     names = bars.columns.tolist()
@@ -468,16 +492,21 @@ def _bar_arrays(bars: pd.DataFrame, where: str) -> dict[str, np.ndarray]:
     _check_index(bars.index, where)
     # Fast path (pandas column access is slow): one array for an all-numeric frame.
     values = bars.to_numpy()
-    if values.dtype.kind in "fiu":
-        columns = {
-            name: np.ascontiguousarray(values[:, names.index(name)], dtype=np.float64)
-            for name in BAR_COLUMNS
-        }
-    else:
-        columns = {name: _float_column(bars, name, where) for name in BAR_COLUMNS}
-    for name, column in columns.items():
-        _check_finite(column, name, bars, where)
-    return columns
+    block = np.empty((len(BAR_COLUMNS), len(bars)))
+    for row, name in enumerate(BAR_COLUMNS):
+        # A float32 frame's values are column-major: each row here is one contiguous copy.
+        block[row] = values[:, names.index(name)] if values.dtype.kind in "fiu" else _float_column(bars, name, where)
+    found = scan_bars_nb(block)
+    if found[SCAN_BAD_COLUMN] >= 0:
+        row = int(found[SCAN_BAD_ROW])
+        name = BAR_COLUMNS[found[SCAN_BAD_COLUMN]]
+        raise DataError(f"{where}: column {name!r} is infinite at row {row} ({bars.index[row]})")
+    return block, found
+
+
+def _bar_arrays(bars: pd.DataFrame, where: str) -> dict[str, np.ndarray]:
+    """The bar columns by name, contiguous float64, validated (rows of :func:`_bar_block`)."""
+    return dict(zip(BAR_COLUMNS, _bar_block(bars, where)[0]))
 
 
 def _aligned_close(benchmark: pd.DataFrame, index: pd.DatetimeIndex, where: str) -> np.ndarray:
