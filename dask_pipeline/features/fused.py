@@ -184,7 +184,7 @@ def ratio_nb(close, lag, ratio):
 # --- recursions on close --------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=_CONTRACT)
+@njit(cache=True, fastmath=_CONTRACT, error_model="numpy")
 def _chains_run(x, v, p, out, s, e):
     """One run of valid bars ``[s, e)`` of every chain slot in ``p`` (see ``chains_nb``)."""
     nan = np.nan
@@ -322,7 +322,7 @@ def chains_nb(close, volume, runs, p, cols, out):
 # --- rolling moments ------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # divisions guarded by selects: lets the loops vectorise
 def _emit_moments(x, mean, std, cols, nbdevs, out, t):
     """The moment columns of the windows ending at ``t .. t + len(mean) - 1``."""
     m = mean.shape[0]
@@ -398,45 +398,95 @@ def _pairwise(a, b, dst, highest):
 
 
 @njit(cache=True)
-def extreme_nb(x, window, highest, ext):
-    """Rolling maximum (``highest``) or minimum of ``x`` over ``window`` into ``ext[t]``
-    for ``t >= window - 1`` (earlier entries are left as they are).
+def _extreme_into(src, window, highest, dst, level, spare):
+    """``dst[i]`` = the maximum (``highest``) or minimum of ``src[i : i + window]``, for
+    ``len(src) == len(dst) + window - 1``; ``level`` and ``spare`` hold ``len(src)``.
 
     A doubling table: level j holds the extreme of 2**j bars from i, built from level
-    j - 1 in one vectorised pass; the window's extreme is that of two overlapping
-    power-of-two spans. Chunks of ``_CHUNK`` outputs keep the table in cache. Exact (an
-    extreme is one of the values) and branch-free: O(n log window), which beats a
-    monotone deque's O(n) here, whose data-dependent pops mispredict on every other bar.
-    A window containing a NaN gives an arbitrary value; callers read only windows inside
-    runs of present bars.
+    j - 1 in one vectorised pass; a window's extreme is that of two overlapping
+    power-of-two spans. Exact (an extreme is one of the values) and branch-free, so
+    O(n log window) vectorised beats a monotone deque's O(n), whose data-dependent pops
+    mispredict on about every other bar.
     """
-    n = x.shape[0]
+    m = src.shape[0]
+    k = dst.shape[0]
     top = 1
     while top * 2 <= window:
         top *= 2
     reach = window - top  # the second span starts this far after the first
+    if top == 1:
+        _pairwise(src[:k], src[reach : reach + k], dst, highest)
+        return
+    _pairwise(src[: m - 1], src[1:], level[: m - 1], highest)
+    span = 2
+    while span < top:
+        size = m - 2 * span + 1
+        _pairwise(level[:size], level[span : span + size], spare[:size], highest)
+        level, spare = spare, level
+        span *= 2
+    _pairwise(level[:k], level[reach : reach + k], dst, highest)
+
+
+@njit(cache=True)
+def extreme_nb(x, window, highest, ext):
+    """Rolling maximum (``highest``) or minimum of ``x`` over ``window`` into ``ext[t]``
+    for ``t >= window - 1`` (earlier entries are left as they are), in chunks of
+    ``_CHUNK`` bars so the doubling table stays in cache. A window holding a NaN gives an
+    arbitrary value: callers read only windows inside runs of present bars."""
     level = np.empty(_CHUNK + window)
     spare = np.empty(_CHUNK + window)
-    for c0 in range(window - 1, n, _CHUNK):
-        c1 = min(c0 + _CHUNK, n)
-        src = x[c0 - window + 1 : c1]
-        m = src.shape[0]
-        k = c1 - c0
-        if top == 1:
-            _pairwise(src[:k], src[reach : reach + k], ext[c0:c1], highest)
-            continue
-        _pairwise(src[: m - 1], src[1:], level[: m - 1], highest)
-        span = 2
-        while span < top:
-            size = m - 2 * span + 1
-            _pairwise(level[:size], level[span : span + size], spare[:size], highest)
-            level[:size] = spare[:size]
-            span *= 2
-        _pairwise(level[:k], level[reach : reach + k], ext[c0:c1], highest)
+    for c0 in range(window - 1, x.shape[0], _CHUNK):
+        c1 = min(c0 + _CHUNK, x.shape[0])
+        _extreme_into(x[c0 - window + 1 : c1], window, highest, ext[c0:c1], level, spare)
 
 
-@njit(cache=True, fastmath=_CONTRACT)
-def _ranges_run(h, lo, c, p, out, s, e, stoch_high, stoch_low, high_ext, low_ext, k_ring, d_ring):
+@njit(cache=True, error_model="numpy")
+def _natr_into(atr, close, dst):
+    for i in range(dst.shape[0]):
+        dst[i] = 100.0 * atr[i] / close[i] if close[i] != 0.0 else np.nan
+
+
+@njit(cache=True, error_model="numpy")
+def _fast_k_into(close, highest, lowest, first, fast_k):
+    """Fast %K = 100 * (close - lowest low) / (highest high - lowest low) from index
+    ``first`` (a full window) on, NaN before it and for a flat range."""
+    head = min(first, fast_k.shape[0])
+    for i in range(head):
+        fast_k[i] = np.nan
+    # Slices, not range(first, n): an index numba cannot prove non-negative stops vectorising.
+    c, hi, lo, dst = close[head:], highest[head:], lowest[head:], fast_k[head:]
+    for i in range(dst.shape[0]):
+        span = hi[i] - lo[i]
+        dst[i] = 100.0 * (c[i] - lo[i]) / span if span != 0.0 else np.nan
+
+
+@njit(cache=True, error_model="numpy")
+def _distance_into(close, extreme, first, dst):
+    """close / extreme - 1 from index ``first`` (a full window) on, NaN before it and
+    where the extreme is 0."""
+    head = min(first, dst.shape[0])
+    for i in range(head):
+        dst[i] = np.nan
+    c, ext, later = close[head:], extreme[head:], dst[head:]
+    for i in range(later.shape[0]):
+        later[i] = c[i] / ext[i] - 1.0 if ext[i] != 0.0 else np.nan
+
+
+@njit(cache=True)
+def _chunk_extreme(x, c0, c1, window, highest, dst, level, spare):
+    """The rolling extreme of the windows ending at run bars ``c0 .. c1 - 1`` into
+    ``dst[: c1 - c0]``, from the first full window on; returns where that starts in dst."""
+    first = max(c0, window - 1)
+    if first < c1:
+        _extreme_into(x[first - window + 1 : c1], window, highest, dst[first - c0 : c1 - c0], level, spare)
+    return first - c0
+
+
+@njit(cache=True, fastmath=_CONTRACT, error_model="numpy")
+def _ranges_run(h, lo, c, p, out, s, e, bufs, k_ring, d_ring):
+    """One run ``[s, e)`` of the ranges slots, in chunks of ``_CHUNK`` bars: the
+    recursions (ATR, the stochastic's SMAs) bar by bar, everything elementwise
+    (extremes, divisions) vectorised over the chunk in ``bufs``."""
     nan = np.nan
     atr_w = p[R_ATR_W]
     atr_col = p[R_ATR]
@@ -445,19 +495,15 @@ def _ranges_run(h, lo, c, p, out, s, e, stoch_high, stoch_low, high_ext, low_ext
     smooth = p[R_STOCH_SMOOTH]
     d = p[R_STOCH_D]
     k_col = p[R_STOCH_K]
+    d_col = p[R_STOCH_DCOL]
     hw = p[R_HIGH_W]
     dh_col = p[R_DIST_HIGH]
     lw = p[R_LOW_W]
     dl_col = p[R_DIST_LOW]
-    hs, ls, cs = h[s:e], lo[s:e], c[s:e]
-    hh, ll, hx, lx = stoch_high[s:e], stoch_low[s:e], high_ext[s:e], low_ext[s:e]
-    atr_out = out[s:e, atr_col]
-    natr_out = out[s:e, natr_col]
-    k_out = out[s:e, k_col]
-    d_out = out[s:e, p[R_STOCH_DCOL]]
-    dh_out = out[s:e, dh_col]
-    dl_out = out[s:e, dl_col]
     want_atr = (atr_col >= 0) | (natr_col >= 0)
+    want_stoch = k_col >= 0
+    hs, ls, cs = h[s:e], lo[s:e], c[s:e]
+    atr64, fast_k, hh, ll, hx, lx, level, spare = bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], bufs[6], bufs[7]
 
     atr_inv = 1.0 / atr_w
     keep = (atr_w - 1) * atr_inv
@@ -471,85 +517,104 @@ def _ranges_run(h, lo, c, p, out, s, e, stoch_high, stoch_low, high_ext, low_ext
     d_missing = 0
     d_pos = 0
 
-    for k in range(e - s):
-        ct = cs[k]
+    m = e - s
+    for c0 in range(0, m, _CHUNK):
+        c1 = min(c0 + _CHUNK, m)
+        size = c1 - c0
         if want_atr:
-            if k >= 1:
-                prev = cs[k - 1]
-                tr = max(hs[k] - ls[k], abs(hs[k] - prev), abs(ls[k] - prev))
-                if k <= atr_w:
-                    atr += tr
-                    if k == atr_w:
-                        atr *= atr_inv
-                else:
-                    atr = atr * keep + tr * atr_inv
-            ready = k >= atr_w
+            for k in range(c0, c1):
+                if k >= 1:
+                    prev = cs[k - 1]
+                    tr = max(hs[k] - ls[k], abs(hs[k] - prev), abs(ls[k] - prev))
+                    if k <= atr_w:
+                        atr += tr
+                        if k == atr_w:
+                            atr *= atr_inv
+                    else:
+                        atr = atr * keep + tr * atr_inv
+                atr64[k - c0] = atr if k >= atr_w else nan
             if atr_col >= 0:
-                atr_out[k] = atr if ready else nan
+                dst = out[s + c0 : s + c1, atr_col]
+                for i in range(size):
+                    dst[i] = atr64[i]
             if natr_col >= 0:
-                natr_out[k] = 100.0 * atr / ct if ready & (ct != 0.0) else nan
-        if k_col >= 0:
-            fast_k = nan
-            if k >= sw - 1:
-                span = hh[k] - ll[k]
-                if span != 0.0:
-                    fast_k = 100.0 * (ct - ll[k]) / span
-            # %K: SMA of fast %K over `smooth`, NaN while its window holds a NaN (a flat
-            # range or the lookback); %D: SMA of %K over `d`, likewise. Add the new value,
-            # then drop the one leaving, in the order of stoch_nb.
-            old = k_ring[k_pos]
-            if np.isnan(fast_k):
-                k_missing += 1
-            else:
-                k_sum += fast_k
-            if k >= smooth:
-                if np.isnan(old):
-                    k_missing -= 1
+                _natr_into(atr64[:size], cs[c0:c1], out[s + c0 : s + c1, natr_col])
+        if want_stoch:
+            first = _chunk_extreme(hs, c0, c1, sw, True, hh, level, spare)
+            _chunk_extreme(ls, c0, c1, sw, False, ll, level, spare)
+            _fast_k_into(cs[c0:c1], hh[:size], ll[:size], first, fast_k[:size])
+            k_dst = out[s + c0 : s + c1, k_col]
+            d_dst = out[s + c0 : s + c1, d_col]
+            for i in range(size):
+                k = c0 + i
+                value = fast_k[i]
+                # %K: SMA of fast %K over `smooth`, NaN while its window holds a NaN (a flat
+                # range or the lookback); %D: SMA of %K over `d`, likewise. Add the new value,
+                # then drop the one leaving, in the order of stoch_nb.
+                old = k_ring[k_pos]
+                if np.isnan(value):
+                    k_missing += 1
                 else:
-                    k_sum -= old
-            k_ring[k_pos] = fast_k
-            k_pos = k_pos + 1 if k_pos + 1 < smooth else 0
-            slow_k = nan
-            if k_missing == 0 and k >= smooth - 1:
-                slow_k = k_sum * k_inv
-            elif k_missing == smooth:
-                k_sum = 0.0  # a window of only NaNs: restart the sum clean
-            old = d_ring[d_pos]
-            if np.isnan(slow_k):
-                d_missing += 1
-            else:
-                d_sum += slow_k
-            if k >= d:
-                if np.isnan(old):
-                    d_missing -= 1
+                    k_sum += value
+                if k >= smooth:
+                    if np.isnan(old):
+                        k_missing -= 1
+                    else:
+                        k_sum -= old
+                k_ring[k_pos] = value
+                k_pos = k_pos + 1 if k_pos + 1 < smooth else 0
+                slow_k = nan
+                if k_missing == 0 and k >= smooth - 1:
+                    slow_k = k_sum * k_inv
+                elif k_missing == smooth:
+                    k_sum = 0.0  # a window of only NaNs: restart the sum clean
+                old = d_ring[d_pos]
+                if np.isnan(slow_k):
+                    d_missing += 1
                 else:
-                    d_sum -= old
-            d_ring[d_pos] = slow_k
-            d_pos = d_pos + 1 if d_pos + 1 < d else 0
-            both = (d_missing == 0) & (k >= d - 1)
-            k_out[k] = slow_k if both else nan
-            d_out[k] = d_sum * d_inv if both else nan
-            if d_missing == d:
-                d_sum = 0.0
+                    d_sum += slow_k
+                if k >= d:
+                    if np.isnan(old):
+                        d_missing -= 1
+                    else:
+                        d_sum -= old
+                d_ring[d_pos] = slow_k
+                d_pos = d_pos + 1 if d_pos + 1 < d else 0
+                both = (d_missing == 0) & (k >= d - 1)
+                k_dst[i] = slow_k if both else nan
+                d_dst[i] = d_sum * d_inv if both else nan
+                if d_missing == d:
+                    d_sum = 0.0
         if dh_col >= 0:
-            dh_out[k] = ct / hx[k] - 1.0 if (k >= hw - 1) & (hx[k] != 0.0) else nan
+            if want_stoch and hw == sw:  # the stochastic's highs serve the distance too
+                first = max(c0, hw - 1) - c0
+                _distance_into(cs[c0:c1], hh[:size], first, out[s + c0 : s + c1, dh_col])
+            else:
+                first = _chunk_extreme(hs, c0, c1, hw, True, hx, level, spare)
+                _distance_into(cs[c0:c1], hx[:size], first, out[s + c0 : s + c1, dh_col])
         if dl_col >= 0:
-            dl_out[k] = ct / lx[k] - 1.0 if (k >= lw - 1) & (lx[k] != 0.0) else nan
+            if want_stoch and lw == sw:
+                first = max(c0, lw - 1) - c0
+                _distance_into(cs[c0:c1], ll[:size], first, out[s + c0 : s + c1, dl_col])
+            else:
+                first = _chunk_extreme(ls, c0, c1, lw, False, lx, level, spare)
+                _distance_into(cs[c0:c1], lx[:size], first, out[s + c0 : s + c1, dl_col])
 
 
 @njit(cache=True)
-def ranges_nb(high, low, close, runs, p, cols, stoch_high, stoch_low, high_ext, low_ext, out):
+def ranges_nb(high, low, close, runs, p, cols, out):
     """ATR / NATR, stochastic %K / %D, dist_high and dist_low slots of ``p`` over each run
     of bars where high, low and close are all present.
 
-    ``stoch_high`` / ``stoch_low``: ``extreme_nb`` of high and low over the stochastic's
-    window; ``high_ext`` / ``low_ext`` over dist_high's and dist_low's (the same arrays
-    when the windows are equal). The engine fuses these only when the three columns are
-    NaN on the same bars, so close's runs are also dist_high's and dist_low's.
+    Rolling highs and lows are computed once per chunk and window, shared by the
+    stochastic and the distances when their windows agree. The engine fuses these only
+    when the three columns are NaN on the same bars, so close's runs (``runs``) are also
+    dist_high's and dist_low's.
     """
     _nan_gaps(out, cols, runs, close.shape[0])
+    window = max(p[R_STOCH_W], p[R_HIGH_W], p[R_LOW_W])
+    bufs = np.empty((8, _CHUNK + window))
     k_ring = np.empty(p[R_STOCH_SMOOTH])
     d_ring = np.empty(p[R_STOCH_D])
     for r in range(runs.shape[0]):
-        _ranges_run(high, low, close, p, out, runs[r, 0], runs[r, 1], stoch_high, stoch_low, high_ext, low_ext,
-                    k_ring, d_ring)
+        _ranges_run(high, low, close, p, out, runs[r, 0], runs[r, 1], bufs, k_ring, d_ring)

@@ -160,27 +160,9 @@ def run(plan: Schedule, bars: np.ndarray, out: np.ndarray, nan_columns: int) -> 
     for row, window, cols, nbdevs in plan.moments:
         runs = close_runs if row == _CLOSE else F.runs_nb(bars[row]) if nan_columns & (1 << row) else whole
         F.moments_nb(bars[row], runs, window, cols, nbdevs, out)
-    if plan.ranges:
-        # Rolling extremes once per (column, window), shared by the stochastic and the distances.
-        extremes: dict[tuple[int, int], np.ndarray] = {}
-
-        def extreme(row: int, window: int) -> np.ndarray:
-            if (row, window) not in extremes:
-                extremes[(row, window)] = ext = np.empty(n)
-                F.extreme_nb(bars[row], window, row == _HIGH, ext)
-            return extremes[(row, window)]
-
-        # The ranges pass is fused only when high, low and close share close's NaN mask.
-        for p, cols in plan.ranges:
-            unused = np.empty(0)
-            F.ranges_nb(
-                bars[_HIGH], bars[_LOW], close, close_runs, p, cols,
-                extreme(_HIGH, p[F.R_STOCH_W]) if p[F.R_STOCH_K] >= 0 else unused,
-                extreme(_LOW, p[F.R_STOCH_W]) if p[F.R_STOCH_K] >= 0 else unused,
-                extreme(_HIGH, p[F.R_HIGH_W]) if p[F.R_DIST_HIGH] >= 0 else unused,
-                extreme(_LOW, p[F.R_LOW_W]) if p[F.R_DIST_LOW] >= 0 else unused,
-                out,
-            )
+    # The ranges pass is fused only when high, low and close share close's NaN mask.
+    for p, cols in plan.ranges:
+        F.ranges_nb(bars[_HIGH], bars[_LOW], close, close_runs, p, cols, out)
 
 
 def _lag_arrays(lags: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -283,18 +283,21 @@ def _moments_block(x, t, stop, window, same, mean_buf, std_buf):
     fused moments pass, so both compute the same float64 values.
     """
     inv = 1.0 / window
+    k = stop - t
     mean, m2 = _exact_moments(x, t + 1, window)
     mean_buf[0] = mean
-    std_buf[0] = np.sqrt(m2 * inv)
+    std_buf[0] = m2 * inv  # variances until the square roots at the end, in one vectorised loop
     hi = m2
     lo = np.inf  # smallest second moment of a non-constant window in the block
     if m2 > 0.0:
         lo = m2
     level = abs(mean)
-    for u in range(t + 1, stop):
-        x_new = x[u]
-        x_old = x[u - window]
-        same = same + 1 if x_new == x[u - 1] else 0
+    # Views, not x[u - window]: numba cannot prove that index non-negative, and its check costs.
+    new, old, prev = x[t + 1 : stop], x[t + 1 - window : stop - window], x[t : stop - 1]
+    for i in range(k - 1):
+        x_new = new[i]
+        x_old = old[i]
+        same = same + 1 if x_new == prev[i] else 0
         if same >= window - 1:
             mean = x_new
             m2 = 0.0
@@ -305,12 +308,11 @@ def _moments_block(x, t, stop, window, same, mean_buf, std_buf):
             mean = new_mean
             hi = max(hi, m2)
             lo = min(lo, m2)
-        mean_buf[u - t] = mean
-        std_buf[u - t] = np.sqrt(max(m2, 0.0) * inv)
+        mean_buf[i + 1] = mean
+        std_buf[i + 1] = max(m2, 0.0) * inv
     # Rounding bound of the block's sliding updates: each step errs by at most
     # ~16 eps * hi (deviations are bounded by sqrt(hi)) plus the effect of the
     # mean's own drift from the exact value it started the block with.
-    k = stop - t
     root = np.sqrt(hi)
     reach = level + k * 2.2 * root * inv
     bound = _EPS * (2.0 * window * hi + k * (16.0 * hi + 4.4 * root * k * reach))
@@ -318,7 +320,9 @@ def _moments_block(x, t, stop, window, same, mean_buf, std_buf):
         for u in range(t + 1, stop):
             mean, m2 = _exact_moments(x, u + 1, window)
             mean_buf[u - t] = mean
-            std_buf[u - t] = np.sqrt(m2 * inv)
+            std_buf[u - t] = m2 * inv
+    for i in range(k):
+        std_buf[i] = np.sqrt(std_buf[i])
     return same
 
 
