@@ -185,172 +185,142 @@ def ratio_nb(close, lag, ratio):
 
 
 @njit(cache=True, fastmath=_CONTRACT, error_model="numpy")
-def _chains_run(x, v, p, out, s, e):
-    """One run of valid bars ``[s, e)`` of every chain slot in ``p`` (see ``chains_nb``)."""
-    nan = np.nan
-    sma_w = p[C_SMA_W]
-    sma_col = p[C_SMA]
-    ema_w = p[C_EMA_W]
-    ema_col = p[C_EMA]
-    fast = p[C_MACD_FAST]
-    slow = p[C_MACD_SLOW]
-    signal = p[C_MACD_SIGNAL]
-    macd_col = p[C_MACD]
-    rsi_w = p[C_RSI_W]
-    rsi_col = p[C_RSI]
-    obv_col = p[C_OBV]
-    xs = x[s:e]
-    vs = v[s:e]
-    # Unused slots' views alias some column; their stores are skipped below.
-    sma_out = out[s:e, sma_col]
-    ema_out = out[s:e, ema_col]
-    line_out = out[s:e, macd_col]
-    sig_out = out[s:e, p[C_MACD_SIG]]
-    hist_out = out[s:e, p[C_MACD_HIST]]
-    rsi_out = out[s:e, rsi_col]
-    obv_out = out[s:e, obv_col]
-
-    sma_inv = 1.0 / sma_w
-    resum = max(_RESUM, sma_w)
-    total = 0.0
-    since = 0
-    ema_k = 2.0 / (ema_w + 1)
-    ema_seed = 0.0
-    ema = 0.0
-    k_fast = 2.0 / (fast + 1)
-    k_slow = 2.0 / (slow + 1)
-    k_signal = 2.0 / (signal + 1)
-    first = slow + signal - 2  # first bar (in the run) all three MACD outputs are reported
-    fast_sum = 0.0
-    slow_sum = 0.0
-    ema_fast = 0.0
-    ema_slow = 0.0
-    line = 0.0
-    seed_sum = 0.0
-    sig = 0.0
-    rsi_inv = 1.0 / rsi_w
-    keep = (rsi_w - 1) * rsi_inv
-    gain = 0.0
-    loss = 0.0
-    level = 0.0
-
-    for k in range(e - s):
-        xt = xs[k]
-        if sma_col >= 0:
-            if k < sma_w:
-                total += xt
-            else:
-                since += 1
-                if since == resum:
-                    total = 0.0
-                    for i in range(k + 1 - sma_w, k + 1):
-                        total += xs[i]
-                    since = 0
-                else:
-                    total += xt - xs[k - sma_w]
-            sma_out[k] = total * sma_inv if k >= sma_w - 1 else nan
-        if ema_col >= 0:
-            if k < ema_w:
-                ema_seed += xt
-                if k == ema_w - 1:
-                    ema = ema_seed / ema_w
-            else:
-                # TA-Lib's form: exact on flat prices (the EMA of a constant is that constant)
-                ema += ema_k * (xt - ema)
-            ema_out[k] = ema if k >= ema_w - 1 else nan
-        if macd_col >= 0:
-            # Both EMAs start at bar slow - 1 (TA-Lib), the fast one from its last `fast` bars.
-            if k < slow:
-                slow_sum += xt
-                if k >= slow - fast:
-                    fast_sum += xt
-                if k == slow - 1:
-                    ema_fast = fast_sum / fast
-                    ema_slow = slow_sum / slow
-            else:
-                ema_fast += k_fast * (xt - ema_fast)
-                ema_slow += k_slow * (xt - ema_slow)
-            if k >= slow - 1:
-                line = ema_fast - ema_slow
-                if k < first:
-                    seed_sum += line
-                elif k == first:
-                    sig = (seed_sum + line) / signal
-                else:
-                    sig += k_signal * (line - sig)
-            ready = k >= first
-            line_out[k] = line if ready else nan
-            sig_out[k] = sig if ready else nan
-            hist_out[k] = line - sig if ready else nan
-        if rsi_col >= 0:
-            if k >= 1:
-                change = xt - xs[k - 1]
-                up = max(change, 0.0)
-                down = max(-change, 0.0)
-                if k <= rsi_w:
-                    gain += up
-                    loss += down
-                    if k == rsi_w:
-                        gain *= rsi_inv
-                        loss *= rsi_inv
-                else:
-                    gain = gain * keep + up * rsi_inv
-                    loss = loss * keep + down * rsi_inv
-            moved = gain + loss
-            rsi_out[k] = 100.0 * gain / moved if (k >= rsi_w) & (moved != 0.0) else nan
-        if obv_col >= 0:
-            if k == 0:
-                level = vs[0]
-            else:
-                # Branch-free: the direction of a close is as good as random to a branch predictor.
-                level += np.sign(xt - xs[k - 1]) * vs[k]
-            obv_out[k] = level
-
-
-@njit(cache=True)
 def chains_nb(close, volume, runs, p, cols, out):
     """SMA, EMA, MACD, RSI and OBV slots of ``p`` over each run of non-NaN close.
 
     OBV joins only when close and volume are NaN on the same bars (the engine checks):
-    then its runs are close's. ``cols`` lists every column the slots write.
+    then its runs are close's. ``cols`` lists every column the slots write. One body for
+    every slot (no per-run helper): numba re-optimises a callee inside each caller, so a
+    flat kernel compiles in about half the time.
     """
     _nan_gaps(out, cols, runs, close.shape[0])
+    x, v = close, volume
     for r in range(runs.shape[0]):
-        _chains_run(close, volume, p, out, runs[r, 0], runs[r, 1])
+        s, e = runs[r, 0], runs[r, 1]
+        nan = np.nan
+        sma_w = p[C_SMA_W]
+        sma_col = p[C_SMA]
+        ema_w = p[C_EMA_W]
+        ema_col = p[C_EMA]
+        fast = p[C_MACD_FAST]
+        slow = p[C_MACD_SLOW]
+        signal = p[C_MACD_SIGNAL]
+        macd_col = p[C_MACD]
+        rsi_w = p[C_RSI_W]
+        rsi_col = p[C_RSI]
+        obv_col = p[C_OBV]
+        xs = x[s:e]
+        vs = v[s:e]
+        # Unused slots' views alias some column; their stores are skipped below.
+        sma_out = out[s:e, sma_col]
+        ema_out = out[s:e, ema_col]
+        line_out = out[s:e, macd_col]
+        sig_out = out[s:e, p[C_MACD_SIG]]
+        hist_out = out[s:e, p[C_MACD_HIST]]
+        rsi_out = out[s:e, rsi_col]
+        obv_out = out[s:e, obv_col]
+
+        sma_inv = 1.0 / sma_w
+        resum = max(_RESUM, sma_w)
+        total = 0.0
+        since = 0
+        ema_k = 2.0 / (ema_w + 1)
+        ema_seed = 0.0
+        ema = 0.0
+        k_fast = 2.0 / (fast + 1)
+        k_slow = 2.0 / (slow + 1)
+        k_signal = 2.0 / (signal + 1)
+        first = slow + signal - 2  # first bar (in the run) all three MACD outputs are reported
+        fast_sum = 0.0
+        slow_sum = 0.0
+        ema_fast = 0.0
+        ema_slow = 0.0
+        line = 0.0
+        seed_sum = 0.0
+        sig = 0.0
+        rsi_inv = 1.0 / rsi_w
+        keep = (rsi_w - 1) * rsi_inv
+        gain = 0.0
+        loss = 0.0
+        level = 0.0
+
+        for k in range(e - s):
+            xt = xs[k]
+            if sma_col >= 0:
+                if k < sma_w:
+                    total += xt
+                else:
+                    since += 1
+                    if since == resum:
+                        total = 0.0
+                        for i in range(k + 1 - sma_w, k + 1):
+                            total += xs[i]
+                        since = 0
+                    else:
+                        total += xt - xs[k - sma_w]
+                sma_out[k] = total * sma_inv if k >= sma_w - 1 else nan
+            if ema_col >= 0:
+                if k < ema_w:
+                    ema_seed += xt
+                    if k == ema_w - 1:
+                        ema = ema_seed / ema_w
+                else:
+                    # TA-Lib's form: exact on flat prices (the EMA of a constant is that constant)
+                    ema += ema_k * (xt - ema)
+                ema_out[k] = ema if k >= ema_w - 1 else nan
+            if macd_col >= 0:
+                # Both EMAs start at bar slow - 1 (TA-Lib), the fast one from its last `fast` bars.
+                if k < slow:
+                    slow_sum += xt
+                    if k >= slow - fast:
+                        fast_sum += xt
+                    if k == slow - 1:
+                        ema_fast = fast_sum / fast
+                        ema_slow = slow_sum / slow
+                else:
+                    ema_fast += k_fast * (xt - ema_fast)
+                    ema_slow += k_slow * (xt - ema_slow)
+                if k >= slow - 1:
+                    line = ema_fast - ema_slow
+                    if k < first:
+                        seed_sum += line
+                    elif k == first:
+                        sig = (seed_sum + line) / signal
+                    else:
+                        sig += k_signal * (line - sig)
+                ready = k >= first
+                line_out[k] = line if ready else nan
+                sig_out[k] = sig if ready else nan
+                hist_out[k] = line - sig if ready else nan
+            if rsi_col >= 0:
+                if k >= 1:
+                    change = xt - xs[k - 1]
+                    up = max(change, 0.0)
+                    down = max(-change, 0.0)
+                    if k <= rsi_w:
+                        gain += up
+                        loss += down
+                        if k == rsi_w:
+                            gain *= rsi_inv
+                            loss *= rsi_inv
+                    else:
+                        gain = gain * keep + up * rsi_inv
+                        loss = loss * keep + down * rsi_inv
+                moved = gain + loss
+                rsi_out[k] = 100.0 * gain / moved if (k >= rsi_w) & (moved != 0.0) else nan
+            if obv_col >= 0:
+                if k == 0:
+                    level = vs[0]
+                else:
+                    # Branch-free: the direction of a close is as good as random to a branch predictor.
+                    level += np.sign(xt - xs[k - 1]) * vs[k]
+                obv_out[k] = level
 
 
 # --- rolling moments ------------------------------------------------------------------
 
 
 @njit(cache=True, error_model="numpy")  # divisions guarded by selects: lets the loops vectorise
-def _emit_moments(x, mean, std, cols, nbdevs, out, t):
-    """The moment columns of the windows ending at ``t .. t + len(mean) - 1``."""
-    m = mean.shape[0]
-    xs = x[t : t + m]
-    if cols[0] >= 0:
-        dst = out[t : t + m, cols[0]]
-        for i in range(m):
-            dst[i] = mean[i]
-    if cols[1] >= 0:
-        dst = out[t : t + m, cols[1]]
-        for i in range(m):
-            dst[i] = std[i]
-    if cols[2] >= 0:
-        dst = out[t : t + m, cols[2]]
-        for i in range(m):
-            dst[i] = (xs[i] - mean[i]) / std[i] if std[i] > 0.0 else np.nan
-    for b in range(nbdevs.shape[0]):
-        nbdev = nbdevs[b]
-        pctb = out[t : t + m, cols[3 + 2 * b]]
-        width = out[t : t + m, cols[4 + 2 * b]]
-        for i in range(m):
-            upper = mean[i] + nbdev * std[i]
-            lower = mean[i] - nbdev * std[i]
-            pctb[i] = (xs[i] - lower) / (upper - lower) if upper != lower else np.nan
-            width[i] = (upper - lower) / mean[i] if mean[i] != 0.0 else np.nan
-
-
-@njit(cache=True)
 def moments_nb(x, runs, window, cols, nbdevs, out):
     """Rolling mean and population std of ``x`` over ``window``, emitted as columns.
 
@@ -379,7 +349,30 @@ def moments_nb(x, runs, window, cols, nbdevs, out):
                 same = same + 1 if x[t] == x[t - 1] else 0
             stop = min(t + _BLOCK, e)
             same = _moments_block(x, t, stop, window, same, mean_buf, std_buf)
-            _emit_moments(x, mean_buf[: stop - t], std_buf[: stop - t], cols, nbdevs, out, t)
+            # The block's columns, each in its own loop so it vectorises.
+            m = stop - t
+            xs, mean, std = x[t:stop], mean_buf[:m], std_buf[:m]
+            if cols[0] >= 0:
+                dst = out[t:stop, cols[0]]
+                for i in range(m):
+                    dst[i] = mean[i]
+            if cols[1] >= 0:
+                dst = out[t:stop, cols[1]]
+                for i in range(m):
+                    dst[i] = std[i]
+            if cols[2] >= 0:
+                dst = out[t:stop, cols[2]]
+                for i in range(m):
+                    dst[i] = (xs[i] - mean[i]) / std[i] if std[i] > 0.0 else np.nan
+            for b in range(nbdevs.shape[0]):
+                nbdev = nbdevs[b]
+                pctb = out[t:stop, cols[3 + 2 * b]]
+                width = out[t:stop, cols[4 + 2 * b]]
+                for i in range(m):
+                    upper = mean[i] + nbdev * std[i]
+                    lower = mean[i] - nbdev * std[i]
+                    pctb[i] = (xs[i] - lower) / (upper - lower) if upper != lower else np.nan
+                    width[i] = (upper - lower) / mean[i] if mean[i] != 0.0 else np.nan
             t = stop
 
 
@@ -387,77 +380,40 @@ def moments_nb(x, runs, window, cols, nbdevs, out):
 
 
 @njit(cache=True)
-def _pairwise(a, b, dst, highest):
-    """``dst = max(a, b)`` (or min) elementwise, as selects that vectorise."""
-    if highest:
-        for i in range(dst.shape[0]):
-            dst[i] = a[i] if a[i] > b[i] else b[i]
-    else:
-        for i in range(dst.shape[0]):
-            dst[i] = a[i] if a[i] < b[i] else b[i]
-
-
-@njit(cache=True)
-def _extreme_into(src, window, highest, dst, level, spare):
-    """``dst[i]`` = the maximum (``highest``) or minimum of ``src[i : i + window]``, for
-    ``len(src) == len(dst) + window - 1``; ``level`` and ``spare`` hold ``len(src)``.
+def _extreme_into(src, window, sign, dst, level, spare):
+    """``dst[i]`` = the maximum (``sign`` 1.0) or minimum (-1.0) of ``src[i : i + window]``,
+    for ``len(src) == len(dst) + window - 1``; ``level`` and ``spare`` hold ``len(src)``.
 
     A doubling table: level j holds the extreme of 2**j bars from i, built from level
     j - 1 in one vectorised pass; a window's extreme is that of two overlapping
-    power-of-two spans. Exact (an extreme is one of the values) and branch-free, so
-    O(n log window) vectorised beats a monotone deque's O(n), whose data-dependent pops
-    mispredict on about every other bar.
+    power-of-two spans. Exact (an extreme is one of the values, and negation is exact)
+    and branch-free: O(n log window) in vectorised passes beats a monotone deque's O(n)
+    here, whose data-dependent pops mispredict on about every other bar (20x slower).
     """
     m = src.shape[0]
     k = dst.shape[0]
     top = 1
     while top * 2 <= window:
         top *= 2
-    reach = window - top  # the second span starts this far after the first
-    if top == 1:
-        _pairwise(src[:k], src[reach : reach + k], dst, highest)
+    if top == 1:  # a window of one bar
+        for i in range(k):
+            dst[i] = src[i]
         return
-    _pairwise(src[: m - 1], src[1:], level[: m - 1], highest)
+    a, b, c = src[: m - 1], src[1:], level[: m - 1]
+    for i in range(m - 1):
+        c[i] = sign * a[i] if sign * a[i] > sign * b[i] else sign * b[i]
     span = 2
     while span < top:
         size = m - 2 * span + 1
-        _pairwise(level[:size], level[span : span + size], spare[:size], highest)
+        a, b, c = level[:size], level[span : span + size], spare[:size]
+        for i in range(size):
+            c[i] = a[i] if a[i] > b[i] else b[i]
         level, spare = spare, level
         span *= 2
-    _pairwise(level[:k], level[reach : reach + k], dst, highest)
-
-
-@njit(cache=True)
-def extreme_nb(x, window, highest, ext):
-    """Rolling maximum (``highest``) or minimum of ``x`` over ``window`` into ``ext[t]``
-    for ``t >= window - 1`` (earlier entries are left as they are), in chunks of
-    ``_CHUNK`` bars so the doubling table stays in cache. A window holding a NaN gives an
-    arbitrary value: callers read only windows inside runs of present bars."""
-    level = np.empty(_CHUNK + window)
-    spare = np.empty(_CHUNK + window)
-    for c0 in range(window - 1, x.shape[0], _CHUNK):
-        c1 = min(c0 + _CHUNK, x.shape[0])
-        _extreme_into(x[c0 - window + 1 : c1], window, highest, ext[c0:c1], level, spare)
-
-
-@njit(cache=True, error_model="numpy")
-def _natr_into(atr, close, dst):
-    for i in range(dst.shape[0]):
-        dst[i] = 100.0 * atr[i] / close[i] if close[i] != 0.0 else np.nan
-
-
-@njit(cache=True, error_model="numpy")
-def _fast_k_into(close, highest, lowest, first, fast_k):
-    """Fast %K = 100 * (close - lowest low) / (highest high - lowest low) from index
-    ``first`` (a full window) on, NaN before it and for a flat range."""
-    head = min(first, fast_k.shape[0])
-    for i in range(head):
-        fast_k[i] = np.nan
-    # Slices, not range(first, n): an index numba cannot prove non-negative stops vectorising.
-    c, hi, lo, dst = close[head:], highest[head:], lowest[head:], fast_k[head:]
-    for i in range(dst.shape[0]):
-        span = hi[i] - lo[i]
-        dst[i] = 100.0 * (c[i] - lo[i]) / span if span != 0.0 else np.nan
+    reach = window - top  # the second span starts this far after the first
+    a, b = level[:k], level[reach : reach + k]
+    for i in range(k):
+        dst[i] = sign * (a[i] if a[i] > b[i] else b[i])
 
 
 @njit(cache=True, error_model="numpy")
@@ -467,27 +423,26 @@ def _distance_into(close, extreme, first, dst):
     head = min(first, dst.shape[0])
     for i in range(head):
         dst[i] = np.nan
+    # Slices, not range(first, n): an index numba cannot prove non-negative stops vectorising.
     c, ext, later = close[head:], extreme[head:], dst[head:]
     for i in range(later.shape[0]):
         later[i] = c[i] / ext[i] - 1.0 if ext[i] != 0.0 else np.nan
 
 
-@njit(cache=True)
-def _chunk_extreme(x, c0, c1, window, highest, dst, level, spare):
-    """The rolling extreme of the windows ending at run bars ``c0 .. c1 - 1`` into
-    ``dst[: c1 - c0]``, from the first full window on; returns where that starts in dst."""
-    first = max(c0, window - 1)
-    if first < c1:
-        _extreme_into(x[first - window + 1 : c1], window, highest, dst[first - c0 : c1 - c0], level, spare)
-    return first - c0
-
-
 @njit(cache=True, fastmath=_CONTRACT, error_model="numpy")
-def _ranges_run(h, lo, c, p, out, s, e, bufs, k_ring, d_ring):
-    """One run ``[s, e)`` of the ranges slots, in chunks of ``_CHUNK`` bars: the
-    recursions (ATR, the stochastic's SMAs) bar by bar, everything elementwise
-    (extremes, divisions) vectorised over the chunk in ``bufs``."""
+def ranges_nb(high, low, close, runs, p, cols, out):
+    """ATR / NATR, stochastic %K / %D, dist_high and dist_low slots of ``p`` over each run
+    of bars where high, low and close are all present.
+
+    Each run goes in chunks of ``_CHUNK`` bars: the recursions (ATR, the stochastic's
+    SMAs) bar by bar, everything elementwise (rolling extremes, divisions) vectorised over
+    the chunk in scratch rows that stay in cache. Rolling highs and lows are computed once
+    per chunk and window, shared by the stochastic and the distances when their windows
+    agree. The engine fuses these only when the three columns are NaN on the same bars,
+    so close's runs (``runs``) are also dist_high's and dist_low's.
+    """
     nan = np.nan
+    _nan_gaps(out, cols, runs, close.shape[0])
     atr_w = p[R_ATR_W]
     atr_col = p[R_ATR]
     natr_col = p[R_NATR]
@@ -502,119 +457,122 @@ def _ranges_run(h, lo, c, p, out, s, e, bufs, k_ring, d_ring):
     dl_col = p[R_DIST_LOW]
     want_atr = (atr_col >= 0) | (natr_col >= 0)
     want_stoch = k_col >= 0
-    hs, ls, cs = h[s:e], lo[s:e], c[s:e]
+    own_high = (dh_col >= 0) & ((not want_stoch) | (hw != sw))  # else the stochastic's highs serve
+    own_low = (dl_col >= 0) & ((not want_stoch) | (lw != sw))
+    bufs = np.empty((8, _CHUNK + max(sw, hw, lw)))
     atr64, fast_k, hh, ll, hx, lx, level, spare = bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], bufs[6], bufs[7]
-
+    if not own_high:
+        hx = hh
+    if not own_low:
+        lx = ll
+    k_ring = np.empty(smooth)
+    d_ring = np.empty(d)
     atr_inv = 1.0 / atr_w
     keep = (atr_w - 1) * atr_inv
-    atr = 0.0
     k_inv = 1.0 / smooth
     d_inv = 1.0 / d
-    k_sum = 0.0
-    k_missing = 0
-    k_pos = 0
-    d_sum = 0.0
-    d_missing = 0
-    d_pos = 0
 
-    m = e - s
-    for c0 in range(0, m, _CHUNK):
-        c1 = min(c0 + _CHUNK, m)
-        size = c1 - c0
-        if want_atr:
-            for k in range(c0, c1):
-                if k >= 1:
-                    prev = cs[k - 1]
-                    tr = max(hs[k] - ls[k], abs(hs[k] - prev), abs(ls[k] - prev))
-                    if k <= atr_w:
-                        atr += tr
-                        if k == atr_w:
-                            atr *= atr_inv
-                    else:
-                        atr = atr * keep + tr * atr_inv
-                atr64[k - c0] = atr if k >= atr_w else nan
-            if atr_col >= 0:
-                dst = out[s + c0 : s + c1, atr_col]
-                for i in range(size):
-                    dst[i] = atr64[i]
-            if natr_col >= 0:
-                _natr_into(atr64[:size], cs[c0:c1], out[s + c0 : s + c1, natr_col])
-        if want_stoch:
-            first = _chunk_extreme(hs, c0, c1, sw, True, hh, level, spare)
-            _chunk_extreme(ls, c0, c1, sw, False, ll, level, spare)
-            _fast_k_into(cs[c0:c1], hh[:size], ll[:size], first, fast_k[:size])
-            k_dst = out[s + c0 : s + c1, k_col]
-            d_dst = out[s + c0 : s + c1, d_col]
-            for i in range(size):
-                k = c0 + i
-                value = fast_k[i]
-                # %K: SMA of fast %K over `smooth`, NaN while its window holds a NaN (a flat
-                # range or the lookback); %D: SMA of %K over `d`, likewise. Add the new value,
-                # then drop the one leaving, in the order of stoch_nb.
-                old = k_ring[k_pos]
-                if np.isnan(value):
-                    k_missing += 1
-                else:
-                    k_sum += value
-                if k >= smooth:
-                    if np.isnan(old):
-                        k_missing -= 1
-                    else:
-                        k_sum -= old
-                k_ring[k_pos] = value
-                k_pos = k_pos + 1 if k_pos + 1 < smooth else 0
-                slow_k = nan
-                if k_missing == 0 and k >= smooth - 1:
-                    slow_k = k_sum * k_inv
-                elif k_missing == smooth:
-                    k_sum = 0.0  # a window of only NaNs: restart the sum clean
-                old = d_ring[d_pos]
-                if np.isnan(slow_k):
-                    d_missing += 1
-                else:
-                    d_sum += slow_k
-                if k >= d:
-                    if np.isnan(old):
-                        d_missing -= 1
-                    else:
-                        d_sum -= old
-                d_ring[d_pos] = slow_k
-                d_pos = d_pos + 1 if d_pos + 1 < d else 0
-                both = (d_missing == 0) & (k >= d - 1)
-                k_dst[i] = slow_k if both else nan
-                d_dst[i] = d_sum * d_inv if both else nan
-                if d_missing == d:
-                    d_sum = 0.0
-        if dh_col >= 0:
-            if want_stoch and hw == sw:  # the stochastic's highs serve the distance too
-                first = max(c0, hw - 1) - c0
-                _distance_into(cs[c0:c1], hh[:size], first, out[s + c0 : s + c1, dh_col])
-            else:
-                first = _chunk_extreme(hs, c0, c1, hw, True, hx, level, spare)
-                _distance_into(cs[c0:c1], hx[:size], first, out[s + c0 : s + c1, dh_col])
-        if dl_col >= 0:
-            if want_stoch and lw == sw:
-                first = max(c0, lw - 1) - c0
-                _distance_into(cs[c0:c1], ll[:size], first, out[s + c0 : s + c1, dl_col])
-            else:
-                first = _chunk_extreme(ls, c0, c1, lw, False, lx, level, spare)
-                _distance_into(cs[c0:c1], lx[:size], first, out[s + c0 : s + c1, dl_col])
-
-
-@njit(cache=True)
-def ranges_nb(high, low, close, runs, p, cols, out):
-    """ATR / NATR, stochastic %K / %D, dist_high and dist_low slots of ``p`` over each run
-    of bars where high, low and close are all present.
-
-    Rolling highs and lows are computed once per chunk and window, shared by the
-    stochastic and the distances when their windows agree. The engine fuses these only
-    when the three columns are NaN on the same bars, so close's runs (``runs``) are also
-    dist_high's and dist_low's.
-    """
-    _nan_gaps(out, cols, runs, close.shape[0])
-    window = max(p[R_STOCH_W], p[R_HIGH_W], p[R_LOW_W])
-    bufs = np.empty((8, _CHUNK + window))
-    k_ring = np.empty(p[R_STOCH_SMOOTH])
-    d_ring = np.empty(p[R_STOCH_D])
     for r in range(runs.shape[0]):
-        _ranges_run(high, low, close, p, out, runs[r, 0], runs[r, 1], bufs, k_ring, d_ring)
+        s, e = runs[r, 0], runs[r, 1]
+        hs, ls, cs = high[s:e], low[s:e], close[s:e]
+        atr = 0.0
+        k_sum = 0.0
+        k_missing = 0
+        k_pos = 0
+        d_sum = 0.0
+        d_missing = 0
+        d_pos = 0
+        for c0 in range(0, e - s, _CHUNK):
+            c1 = min(c0 + _CHUNK, e - s)
+            size = c1 - c0
+            cc = cs[c0:c1]
+            if want_atr:
+                for k in range(c0, c1):
+                    if k >= 1:
+                        prev = cs[k - 1]
+                        tr = max(hs[k] - ls[k], abs(hs[k] - prev), abs(ls[k] - prev))
+                        if k <= atr_w:
+                            atr += tr
+                            if k == atr_w:
+                                atr *= atr_inv
+                        else:
+                            atr = atr * keep + tr * atr_inv
+                    atr64[k - c0] = atr if k >= atr_w else nan
+                if atr_col >= 0:
+                    dst = out[s + c0 : s + c1, atr_col]
+                    for i in range(size):
+                        dst[i] = atr64[i]
+                if natr_col >= 0:
+                    dst = out[s + c0 : s + c1, natr_col]
+                    for i in range(size):
+                        dst[i] = 100.0 * atr64[i] / cc[i] if cc[i] != 0.0 else nan
+            # Rolling extremes of the windows ending in this chunk, from the first full one.
+            if want_stoch:
+                first = max(c0, sw - 1)
+                if first < c1:
+                    _extreme_into(hs[first - sw + 1 : c1], sw, 1.0, hh[first - c0 : size], level, spare)
+                    _extreme_into(ls[first - sw + 1 : c1], sw, -1.0, ll[first - c0 : size], level, spare)
+                # Fast %K = 100 * (close - lowest low) / (highest high - lowest low): NaN before
+                # a full window and for a flat range.
+                head = min(first - c0, size)
+                for i in range(head):
+                    fast_k[i] = nan
+                hi, lo_, c_, fk = hh[head:size], ll[head:size], cc[head:], fast_k[head:size]
+                for i in range(fk.shape[0]):
+                    span = hi[i] - lo_[i]
+                    fk[i] = 100.0 * (c_[i] - lo_[i]) / span if span != 0.0 else nan
+                k_dst = out[s + c0 : s + c1, k_col]
+                d_dst = out[s + c0 : s + c1, d_col]
+                for i in range(size):
+                    k = c0 + i
+                    value = fast_k[i]
+                    # %K: SMA of fast %K over `smooth`, NaN while its window holds a NaN (a flat
+                    # range or the lookback); %D: SMA of %K over `d`, likewise. Add the new value,
+                    # then drop the one leaving, in the order of stoch_nb.
+                    old = k_ring[k_pos]
+                    if np.isnan(value):
+                        k_missing += 1
+                    else:
+                        k_sum += value
+                    if k >= smooth:
+                        if np.isnan(old):
+                            k_missing -= 1
+                        else:
+                            k_sum -= old
+                    k_ring[k_pos] = value
+                    k_pos = k_pos + 1 if k_pos + 1 < smooth else 0
+                    slow_k = nan
+                    if k_missing == 0 and k >= smooth - 1:
+                        slow_k = k_sum * k_inv
+                    elif k_missing == smooth:
+                        k_sum = 0.0  # a window of only NaNs: restart the sum clean
+                    old = d_ring[d_pos]
+                    if np.isnan(slow_k):
+                        d_missing += 1
+                    else:
+                        d_sum += slow_k
+                    if k >= d:
+                        if np.isnan(old):
+                            d_missing -= 1
+                        else:
+                            d_sum -= old
+                    d_ring[d_pos] = slow_k
+                    d_pos = d_pos + 1 if d_pos + 1 < d else 0
+                    both = (d_missing == 0) & (k >= d - 1)
+                    k_dst[i] = slow_k if both else nan
+                    d_dst[i] = d_sum * d_inv if both else nan
+                    if d_missing == d:
+                        d_sum = 0.0
+            if own_high:
+                first = max(c0, hw - 1)
+                if first < c1:
+                    _extreme_into(hs[first - hw + 1 : c1], hw, 1.0, hx[first - c0 : size], level, spare)
+            if own_low:
+                first = max(c0, lw - 1)
+                if first < c1:
+                    _extreme_into(ls[first - lw + 1 : c1], lw, -1.0, lx[first - c0 : size], level, spare)
+            # close / extreme - 1: NaN before a full window and where the extreme is 0.
+            if dh_col >= 0:
+                _distance_into(cc, hx[:size], max(c0, hw - 1) - c0, out[s + c0 : s + c1, dh_col])
+            if dl_col >= 0:
+                _distance_into(cc, lx[:size], max(c0, lw - 1) - c0, out[s + c0 : s + c1, dl_col])
