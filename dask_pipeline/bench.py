@@ -7,6 +7,7 @@ make an import circle with every benchmark).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Callable
@@ -85,18 +86,25 @@ def wait_until_forgotten(client, timeout: float = 30) -> None:
 
 def timed(func: Callable[[], object]) -> tuple[float, float]:
     """Wall seconds of ``func()``, and how many cores other programs kept busy meanwhile:
-    the machine's CPU time less this process's and its children's (the workers), per second.
-    The benchmark's numbers only mean something when that is near 0."""
+    the machine's CPU time less this process's and its children's (the workers, and the
+    subprocesses ``func`` started and waited for), per second. The benchmark's numbers
+    only mean something when that is near 0."""
     import psutil
 
     me = psutil.Process()
     ours = [me, *me.children(recursive=True)]
-    busy, own = _machine_cpu(), _cpu(ours)
+    busy, own, reaped = _machine_cpu(), _cpu(ours), _reaped_cpu()
     start = time.perf_counter()
     func()
     wall = time.perf_counter() - start
-    others = (_machine_cpu() - busy) - (_cpu(ours) - own)
+    others = (_machine_cpu() - busy) - (_cpu(ours) - own) - (_reaped_cpu() - reaped)
     return wall, max(others, 0.0) / wall
+
+
+def _reaped_cpu() -> float:
+    """CPU seconds of this process's children that have exited and been waited for."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def _machine_cpu() -> float:

@@ -20,6 +20,7 @@ from dask_pipeline.monitor import (StageMonitor, check_thresholds, format_table,
 from dask_pipeline.preflight import check_workers
 from dask_pipeline.report import build_report
 from dask_pipeline.results import write_bytes, write_json, write_output, write_text
+from dask_pipeline.warmup import kernel_groups, warm_cluster
 
 VERSIONED = ["dask", "distributed", "numpy", "pandas", "pyarrow", "numba", "scikit-learn", "optuna", "pydantic"]
 
@@ -122,6 +123,7 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
         echo(f"dashboard: {cluster['dashboard']}")
     echo(f"cluster: {cluster['n_workers']} workers, {cluster['threads']} threads at {cluster['scheduler']}")
     check_workers(client, cfg, echo)  # same versions everywhere, data root visible to every worker
+    warm_cluster(client, kernel_groups(cfg), echo)  # numba kernels compiled once per machine, before the fan-out
     outputs = None
     if hasattr(graph, "build"):
         with gpu_workers("GPU" in cluster["resources"]):
