@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import platform
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,8 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
         with gpu_workers("GPU" in cluster["resources"]):
             outputs = graph.build(cfg)
 
+    # The report's libraries (matplotlib: ~1 s) load while this process only waits on the cluster.
+    threading.Thread(target=_import_report_libraries, name="import-report", daemon=True).start()
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dask-report-") as tmp:
@@ -178,6 +181,11 @@ def _compute_and_write(cfg: Config, graph: Any, client: Any, echo: Any, progress
     if crossed and cfg.monitor.fail_on_threshold:
         raise ThresholdError(f"{len(crossed)} monitor threshold(s) crossed, first: {crossed[0]['message']}")
     return RunResult(run_dir, files, record, values)
+
+
+def _import_report_libraries() -> None:
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
 
 
 def versions() -> dict[str, str]:

@@ -139,17 +139,20 @@ def _indicator_kernels() -> None:
         indicator.compute(arrays, **{name: p.default for name, p in indicator.params.items()})
 
 
-def _backtest() -> None:
-    import numpy as np
-    import pandas as pd
+def _backtest(*rules: str) -> Callable[[], None]:
+    def warm() -> None:
+        import numpy as np
+        import pandas as pd
 
-    from dask_pipeline.backtest import BacktestConfig, backtest, positions
+        from dask_pipeline.backtest import BacktestConfig, backtest, positions
 
-    returns = _bars(300, gap=False)["close"].pct_change().fillna(0.0)
-    pred = pd.DataFrame({"A": returns, "B": -returns, "C": np.roll(returns, 3)})
-    for rule in ("sign", "threshold", "rank"):
-        cfg = BacktestConfig(rule=rule)
-        backtest(positions(pred, cfg), pred, cfg)
+        returns = _bars(300, gap=False)["close"].pct_change().fillna(0.0)
+        pred = pd.DataFrame({"A": returns, "B": -returns, "C": np.roll(returns, 3)})
+        for rule in rules:
+            cfg = BacktestConfig(rule=rule)
+            backtest(positions(pred, cfg), pred, cfg)
+
+    return warm
 
 
 def _waves() -> None:
@@ -164,7 +167,9 @@ KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "features-moments": _features("std", "zscore", "bbands", "volume_z"),
     "features-ranges": _features("atr", "natr", "stoch", "dist_high", "dist_low"),
     "features-indicators": _indicator_kernels,
-    "backtest": _backtest,
+    "backtest": _backtest("sign", "threshold"),
+    # The rank rule's kernel sorts (numba's mergesort): a group of its own, compiled only when used.
+    "backtest-rank": _backtest("rank"),
     "waves": _waves,
 }
 
@@ -177,15 +182,18 @@ def kernel_groups(cfg: Any) -> list[str]:
     features = list(FEATURE_GROUPS)
     if any(spec.name not in FUSED for spec in cfg.features.indicators):
         features.append("features-indicators")
+    backtest = ["backtest"]
+    if cfg.backtest.rule == "rank" or "backtest.rule" in cfg.tune.space:
+        backtest.append("backtest-rank")
     by_graph = {
-        "walkforward": [*features, "backtest"],
-        "tune": [*features, "backtest"],
+        "walkforward": [*features, *backtest],
+        "tune": [*features, *backtest],
         "wavescan": ["waves"],
-        "research": [*features, "backtest", "waves"],
+        "research": [*features, *backtest, "waves"],
         "datacheck": [],
     }
     # A user's graph may call any stage: warm the shipped stages' kernels.
-    return by_graph.get(cfg.graph, [*features, "backtest", "waves"])
+    return by_graph.get(cfg.graph, [*features, *backtest, "waves"])
 
 
 # --- warming ------------------------------------------------------------------------

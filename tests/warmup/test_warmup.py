@@ -38,6 +38,7 @@ def test_cache_location_falls_back_when_the_package_is_read_only(tmp_path):
         (["graph=wavescan"], ["waves"]),
         (["graph=datacheck"], []),
         (["features.indicators=[sma, wma]"], [*warmup.FEATURE_GROUPS, "features-indicators", "backtest"]),
+        (["backtest.rule=rank"], [*warmup.FEATURE_GROUPS, "backtest", "backtest-rank"]),
     ],
 )
 def test_kernel_groups_follow_the_graph_and_the_feature_set(overrides, expected):
