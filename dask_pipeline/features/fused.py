@@ -13,11 +13,10 @@ set up front, so :mod:`dask_pipeline.features.fusion` plans it into these passes
   three EMAs, Wilder RSI, OBV, so their dependency chains overlap instead of queueing;
 * ``moments_nb`` -- one set of sliding moments per (column, window) emitting SMA, std,
   z-score and Bollinger columns (the block algorithm of ``rolling_moments_nb``);
-* ``extreme_nb`` -- rolling high / low by doubling (a sparse table over cache-sized
-  chunks): branch-free and vectorised, computed once per (column, window) and shared by
-  the stochastic and the distances;
 * ``ranges_nb`` -- true range (ATR, NATR), stochastic %K / %D and the distances to the
-  high and low, from those extremes.
+  high and low, over cache-sized chunks: rolling highs and lows by doubling
+  (``_extreme_into``: branch-free and vectorised), computed once per chunk and window and
+  shared by the stochastic and the distances.
 
 Every pass writes float32 straight into its columns of the preallocated F-ordered block,
 NaN where the indicator is undefined, so each output value is written once. Kernels take
