@@ -119,10 +119,33 @@ def _bars(n: int = 600, gap: bool = True) -> Any:
 
 
 def _features(*names: str) -> Callable[[], None]:
+    """The fused pass(es) of these indicators through ``compute``: also the validation scan."""
+
     def warm() -> None:
         from dask_pipeline.features import IndicatorSpec, compute
 
         compute(_bars(), [IndicatorSpec(name=name) for name in names])
+
+    return warm
+
+
+def _fused_pass(*names: str) -> Callable[[], None]:
+    """The fused pass(es) of these indicators alone, on bars without gaps: the groups
+    compiling beside ``features-close`` (on another worker) do not compile its scan again."""
+
+    def warm() -> None:
+        import numpy as np
+
+        from dask_pipeline.features import engine, fusion
+
+        bars = _bars(gap=False)
+        items, first = [], 0
+        for name in names:
+            items.append(fusion.Item(name, engine.resolve_params(name, {}), first))
+            first += len(engine.INDICATORS[name].outputs)
+        block = np.asarray(bars[list(engine.BAR_COLUMNS)].to_numpy().T, dtype=np.float64, order="C")
+        out = np.empty((len(bars), first), dtype=np.float32, order="F")
+        fusion.run(fusion.schedule(items, True, True), block, out, 0)
 
     return warm
 
@@ -164,8 +187,8 @@ def _waves() -> None:
 #: Group name -> a function calling every kernel of the group once on small inputs.
 KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "features-close": _features("ret", "logret", "mom", "roc", "sma", "ema", "macd", "rsi", "obv"),
-    "features-moments": _features("std", "zscore", "bbands", "volume_z"),
-    "features-ranges": _features("atr", "natr", "stoch", "dist_high", "dist_low"),
+    "features-moments": _fused_pass("std", "zscore", "bbands", "volume_z"),
+    "features-ranges": _fused_pass("atr", "natr", "stoch", "dist_high", "dist_low"),
     "features-indicators": _indicator_kernels,
     "backtest": _backtest("sign", "threshold"),
     # The rank rule's kernel sorts (numba's mergesort): a group of its own, compiled only when used.
