@@ -428,17 +428,31 @@ def _plan(key: tuple) -> tuple[tuple[Indicator, dict, list[str]], ...]:
     return tuple(plan)
 
 
-@functools.lru_cache(maxsize=256)
+_SCHEDULES: dict[tuple, tuple] = {}
+
+
 def _schedule(key: tuple, aligned: tuple[bool, bool]) -> tuple[fusion.Schedule, tuple[int, ...]]:
     """The fused passes of a spec for bars whose (high, low, close) and (close, volume)
-    NaN masks agree or not, and each item's first output column."""
+    NaN masks agree or not, and each item's first output column.
+
+    Kept per spec while its plan is the one ``_plan`` returns: a registry change clears
+    the plans, and a schedule made from an older plan is not reused.
+    """
+    plan = _plan(key)
+    cached = _SCHEDULES.get((key, aligned))
+    if cached is not None and cached[0] is plan:
+        return cached[1]
     items, firsts, j = [], [], 0
-    for (name, _), (indicator, params, columns) in zip(key, _plan(key)):
-        fusable = name in _FUSABLE and INDICATORS.get(name) is _FUSABLE[name]
+    for (name, _), (indicator, params, columns) in zip(key, plan):
+        fusable = name in _FUSABLE and indicator is _FUSABLE[name]
         items.append(fusion.Item(name if fusable else None, params, j))
         firsts.append(j)
         j += len(columns)
-    return fusion.schedule(items, *aligned), tuple(firsts)
+    found = fusion.schedule(items, *aligned), tuple(firsts)
+    if len(_SCHEDULES) >= 512:
+        _SCHEDULES.clear()
+    _SCHEDULES[(key, aligned)] = (plan, found)
+    return found
 
 
 @functools.lru_cache(maxsize=256)
