@@ -62,15 +62,10 @@ def median_seconds(
 
 def warm_worker() -> None:
     """Load every numba kernel the walk-forward uses (JIT cache) and the model libraries."""
-    from dask_pipeline.backtest import BacktestConfig, backtest, positions
-    from dask_pipeline.features import compute
+    from dask_pipeline.warmup import FEATURE_GROUPS, KERNEL_GROUPS
 
-    bars = synthetic_bars(1, 300)[0]
-    compute(bars)
-    for rule in ("sign", "rank"):
-        cfg = BacktestConfig(rule=rule)
-        pred = pd.DataFrame({"A": bars["close"].diff(), "B": -bars["close"].diff()}).fillna(0.0)
-        backtest(positions(pred, cfg), pred, cfg)
+    for group in (*FEATURE_GROUPS, "backtest", "backtest-rank"):
+        KERNEL_GROUPS[group]()
     import sklearn.ensemble  # noqa: F401 (the first import costs a second on a fresh worker)
 
 
