@@ -47,7 +47,10 @@ def entry() -> None:
     """
     code = main()
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head): nothing more can be said
+            pass
     os._exit(code)
 
 

@@ -9,6 +9,12 @@ trailing ``.0`` and with ``p`` for the point (``2.5`` -> ``2p5``); ``obv`` has n
 Missing bars (NaN) are allowed in the input and follow the rule documented in
 :mod:`dask_pipeline.features.reference`: windows holding a missing bar are NaN,
 recursive indicators restart after a gap. Infinite values are an error.
+
+``compute`` runs the shipped indicators it can through a few fused passes over the bars
+(:mod:`dask_pipeline.features.fusion`), each writing straight into the output block;
+every other entry (``wma``, ``corr``, ``beta``, one registered or replaced by a user,
+or one whose bars' NaN masks keep it out of a shared pass) goes through its function
+below, one at a time: the registry stays the one definition of each indicator.
 """
 
 from __future__ import annotations
