@@ -100,7 +100,7 @@ def test_warm_cluster_runs_each_group_once_per_machine(tmp_path, monkeypatch):
     monkeypatch.setitem(warmup.KERNEL_GROUPS, "tiny-1", _tiny_group)
     monkeypatch.setitem(warmup.KERNEL_GROUPS, "tiny-2", _tiny_group)
     lines: list[str] = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         cold = warmup.warm_cluster(client, ["tiny-1", "tiny-2"], lines.append)
         assert [r["group"] for r in cold] == ["tiny-1", "tiny-2"] and all(r["ran"] and r["kernels"] for r in cold)
