@@ -353,8 +353,9 @@ def warm_cluster(client: Any, groups: Sequence[str], echo: Callable[..., Any] = 
         for group in _by_cost(groups):
             worker = min(load, key=load.__getitem__)
             load[worker] += _COST.get(group, 1.0)
+            # Loosely placed: a worker lost now hands its groups to another rather than hanging the run.
             futures.append(client.submit(warm, group, key=f"warmup-{group}-{host}-{time.time_ns()}", workers=[worker],
-                                         allow_other_workers=False, pure=False))
+                                         allow_other_workers=True, pure=False))
     results = client.gather(futures)
     ran = sorted({r["group"] for r in results if r["ran"] and r["kernels"]})
     if ran:
