@@ -150,16 +150,24 @@ def _fused_pass(*names: str) -> Callable[[], None]:
     return warm
 
 
+#: The shipped indicators whose functions call per-indicator kernels (user entries are not warmed).
+_SHIPPED = ("ret", "logret", "mom", "roc", "sma", "ema", "wma", "std", "zscore", "rsi", "macd", "bbands", "atr",
+            "natr", "stoch", "dist_high", "dist_low", "volume_z", "obv", "corr", "beta")
+
+
 def _indicator_kernels() -> None:
-    """The per-indicator kernels: the generic path of every registry entry (used for
-    indicators without a fused pass, and bars whose NaN masks keep them apart)."""
-    from dask_pipeline.features.engine import INDICATORS, BarArrays, _bar_arrays
+    """The per-indicator kernels: the generic path of the shipped indicators (used for those
+    without a fused pass, and for bars whose NaN masks keep them out of a shared pass)."""
+    from dask_pipeline.features.engine import _FUSABLE, INDICATORS, BarArrays, _bar_arrays
 
     bars = _bars()
     columns = _bar_arrays(bars, "warmup")
     arrays = BarArrays(columns, columns["close"][::-1].copy())
-    for indicator in INDICATORS.values():
-        indicator.compute(arrays, **{name: p.default for name, p in indicator.params.items()})
+    for name in _SHIPPED:
+        indicator = INDICATORS[name]
+        if name in _FUSABLE and indicator is not _FUSABLE[name]:
+            continue  # replaced by a user's: not ours to run
+        indicator.compute(arrays, **{key: p.default for key, p in indicator.params.items()})
 
 
 def _backtest(*rules: str) -> Callable[[], None]:
@@ -250,7 +258,7 @@ def warm(group: str, force: bool = False) -> dict[str, Any]:
         ``group``, ``host``, ``seconds`` spent, ``ran`` (False when the group's marker says
         this machine is already warm), and ``kernels``: (kernel, seconds) of every kernel
         numba compiled rather than loaded, the slowest first (a kernel's own time, its
-        callees' excluded).
+        callees' excluded); ``error`` when the group raised (no marker is written).
     """
     marker = _marker(group)
     found = {"group": group, "host": socket.gethostname(), "seconds": 0.0, "ran": False, "kernels": []}
@@ -260,8 +268,12 @@ def warm(group: str, force: bool = False) -> dict[str, Any]:
     from numba.core import event
 
     start = time.perf_counter()
-    with event.install_listener("numba:compile", timer):
-        KERNEL_GROUPS[group]()
+    try:
+        with event.install_listener("numba:compile", timer):
+            KERNEL_GROUPS[group]()
+    except Exception as exc:  # noqa: BLE001 - ahead-of-time only: the run meets any real error itself
+        found.update(error=f"{type(exc).__name__}: {exc}")
+        return found
     found.update(seconds=time.perf_counter() - start, ran=True, kernels=timer.kernels())
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -357,6 +369,8 @@ def warm_cluster(client: Any, groups: Sequence[str], echo: Callable[..., Any] = 
             futures.append(client.submit(warm, group, key=f"warmup-{group}-{host}-{time.time_ns()}", workers=[worker],
                                          allow_other_workers=True, pure=False))
     results = client.gather(futures)
+    for failed in {r["group"]: r["error"] for r in results if r.get("error")}.items():
+        echo("note: could not compile %s ahead (%s); the workers compile it when they need it" % failed)
     ran = sorted({r["group"] for r in results if r["ran"] and r["kernels"]})
     if ran:
         echo(f"compiled numba kernels once for {len(hosts)} machine(s) in {time.perf_counter() - start:.1f} s "

@@ -82,6 +82,10 @@ def test_warmup_command_names_a_bad_group(capsys):
 _compiles = []
 
 
+def _broken_group() -> None:
+    raise ImportError("no module named 'missing_extra'")
+
+
 def _tiny_group() -> None:
     """A kernel group of one fresh kernel: compiling it costs a fraction of a second."""
     from numba import njit
@@ -108,3 +112,9 @@ def test_warm_cluster_runs_each_group_once_per_machine(tmp_path, monkeypatch):
         assert len(lines) == 1 and "compiled numba kernels once for 1 machine(s)" in lines[0]
         warm = warmup.warm_cluster(client, ["tiny-1", "tiny-2"], lines.append)
         assert not any(r["ran"] for r in warm) and len(_compiles) == 2 and len(lines) == 1
+        # A group that cannot compile ahead is one note; the run goes on, and meets the error itself if real.
+        monkeypatch.setitem(warmup.KERNEL_GROUPS, "broken", _broken_group)
+        warmup.warm_cluster(client, ["broken"], lines.append)
+        assert lines[-1] == ("note: could not compile broken ahead (ImportError: no module named 'missing_extra'); "
+                             "the workers compile it when they need it")
+        assert not list(tmp_path.glob("dask-pipeline-warm-broken-*"))
