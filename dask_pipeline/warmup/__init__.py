@@ -150,24 +150,25 @@ def _fused_pass(*names: str) -> Callable[[], None]:
     return warm
 
 
-#: The shipped indicators whose functions call per-indicator kernels (user entries are not warmed).
-_SHIPPED = ("ret", "logret", "mom", "roc", "sma", "ema", "wma", "std", "zscore", "rsi", "macd", "bbands", "atr",
-            "natr", "stoch", "dist_high", "dist_low", "volume_z", "obv", "corr", "beta")
+#: The shipped indicators without a fused pass: their own per-indicator kernels.
+UNFUSED = ("wma", "corr", "beta")
 
 
-def _indicator_kernels() -> None:
-    """The per-indicator kernels: the generic path of the shipped indicators (used for those
-    without a fused pass, and for bars whose NaN masks keep them out of a shared pass)."""
-    from dask_pipeline.features.engine import _FUSABLE, INDICATORS, BarArrays, _bar_arrays
+def _indicator_kernels(*names: str) -> Callable[[], None]:
+    """The per-indicator kernels of these shipped indicators: their registry functions."""
 
-    bars = _bars()
-    columns = _bar_arrays(bars, "warmup")
-    arrays = BarArrays(columns, columns["close"][::-1].copy())
-    for name in _SHIPPED:
-        indicator = INDICATORS[name]
-        if name in _FUSABLE and indicator is not _FUSABLE[name]:
-            continue  # replaced by a user's: not ours to run
-        indicator.compute(arrays, **{key: p.default for key, p in indicator.params.items()})
+    def warm() -> None:
+        from dask_pipeline.features.engine import _FUSABLE, INDICATORS, BarArrays, _bar_arrays
+
+        columns = _bar_arrays(_bars(), "warmup")
+        arrays = BarArrays(columns, columns["close"][::-1].copy())
+        for name in names:
+            indicator = INDICATORS[name]
+            if name in _FUSABLE and indicator is not _FUSABLE[name]:
+                continue  # replaced by a user's: not ours to run ahead
+            indicator.compute(arrays, **{key: p.default for key, p in indicator.params.items()})
+
+    return warm
 
 
 def _backtest(*rules: str) -> Callable[[], None]:
@@ -197,7 +198,11 @@ KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "features-close": _features("ret", "logret", "mom", "roc", "sma", "ema", "macd", "rsi", "obv"),
     "features-moments": _fused_pass("std", "zscore", "bbands", "volume_z"),
     "features-ranges": _fused_pass("atr", "natr", "stoch", "dist_high", "dist_low"),
-    "features-indicators": _indicator_kernels,
+    "features-indicators": _indicator_kernels(*UNFUSED),
+    # What bars whose columns are missing on different bars fall back to (warmed by the command only).
+    "features-generic": _indicator_kernels("ret", "logret", "mom", "roc", "sma", "ema", "std", "zscore", "rsi",
+                                           "macd", "bbands", "atr", "natr", "stoch", "dist_high", "dist_low",
+                                           "volume_z", "obv"),
     "backtest": _backtest("sign", "threshold"),
     # The rank rule's kernel sorts (numba's mergesort): a group of its own, compiled only when used.
     "backtest-rank": _backtest("rank"),
@@ -207,11 +212,9 @@ KERNEL_GROUPS: dict[str, Callable[[], None]] = {
 
 def kernel_groups(cfg: Any) -> list[str]:
     """The kernel groups a run of ``cfg`` calls: its features (and the per-indicator
-    kernels when an indicator has no fused pass), backtest and wave scan."""
-    from dask_pipeline.features.fusion import FUSED
-
+    kernels of ``wma``, ``corr``, ``beta`` when it has them), backtest and wave scan."""
     features = list(FEATURE_GROUPS)
-    if any(spec.name not in FUSED for spec in cfg.features.indicators):
+    if any(spec.name in UNFUSED for spec in cfg.features.indicators):
         features.append("features-indicators")
     backtest = ["backtest"]
     if cfg.backtest.rule == "rank" or "backtest.rule" in cfg.tune.space:
@@ -318,8 +321,8 @@ def _compile_timer() -> Any:
 
 
 #: Rough compile seconds of each group (``dask-pipeline bench first-run``), to balance groups over processes.
-_COST = {"features-indicators": 12.0, "waves": 9.0, "features-close": 3.0, "features-ranges": 3.0,
-         "features-moments": 2.5, "backtest-rank": 1.7, "backtest": 0.6}
+_COST = {"features-generic": 9.0, "waves": 9.0, "features-indicators": 4.0, "features-close": 3.0,
+         "features-ranges": 3.0, "features-moments": 2.5, "backtest-rank": 1.7, "backtest": 0.6}
 
 
 def _by_cost(groups: Sequence[str]) -> list[str]:
