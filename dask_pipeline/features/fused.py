@@ -76,7 +76,8 @@ def scan_bars_nb(bars):
     nan_o = nan_h = nan_l = nan_c = nan_v = False
     for i in range(n):
         infinite |= np.isinf(o[i]) | np.isinf(h[i]) | np.isinf(lo[i]) | np.isinf(c[i]) | np.isinf(v[i])
-        gap_o, gap_h, gap_l, gap_c, gap_v = np.isnan(o[i]), np.isnan(h[i]), np.isnan(lo[i]), np.isnan(c[i]), np.isnan(v[i])
+        gap_o, gap_h, gap_l = np.isnan(o[i]), np.isnan(h[i]), np.isnan(lo[i])
+        gap_c, gap_v = np.isnan(c[i]), np.isnan(v[i])
         hlc_apart |= (gap_h != gap_c) | (gap_l != gap_c)
         cv_apart |= gap_v != gap_c
         nan_o |= gap_o
