@@ -376,7 +376,8 @@ def warm_cluster(client: Any, groups: Sequence[str], echo: Callable[..., Any] = 
         echo("note: could not compile %s ahead (%s); the workers compile it when they need it" % failed)
     ran = sorted({r["group"] for r in results if r["ran"] and r["kernels"]})
     if ran:
-        echo(f"compiled numba kernels once for {len(hosts)} machine(s) in {time.perf_counter() - start:.1f} s "
+        machines = f"{len(hosts)} machine" + ("s" if len(hosts) != 1 else "")
+        echo(f"compiled numba kernels once for {machines} in {time.perf_counter() - start:.1f} s "
              f"({', '.join(ran)}); later runs load them from the cache")
     return results
 
