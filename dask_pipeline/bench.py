@@ -7,6 +7,7 @@ make an import circle with every benchmark).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Callable
@@ -61,15 +62,10 @@ def median_seconds(
 
 def warm_worker() -> None:
     """Load every numba kernel the walk-forward uses (JIT cache) and the model libraries."""
-    from dask_pipeline.backtest import BacktestConfig, backtest, positions
-    from dask_pipeline.features import compute
+    from dask_pipeline.warmup import FEATURE_GROUPS, KERNEL_GROUPS
 
-    bars = synthetic_bars(1, 300)[0]
-    compute(bars)
-    for rule in ("sign", "rank"):
-        cfg = BacktestConfig(rule=rule)
-        pred = pd.DataFrame({"A": bars["close"].diff(), "B": -bars["close"].diff()}).fillna(0.0)
-        backtest(positions(pred, cfg), pred, cfg)
+    for group in (*FEATURE_GROUPS, "backtest", "backtest-rank"):
+        KERNEL_GROUPS[group]()
     import sklearn.ensemble  # noqa: F401 (the first import costs a second on a fresh worker)
 
 
@@ -85,18 +81,25 @@ def wait_until_forgotten(client, timeout: float = 30) -> None:
 
 def timed(func: Callable[[], object]) -> tuple[float, float]:
     """Wall seconds of ``func()``, and how many cores other programs kept busy meanwhile:
-    the machine's CPU time less this process's and its children's (the workers), per second.
-    The benchmark's numbers only mean something when that is near 0."""
+    the machine's CPU time less this process's and its children's (the workers, and the
+    subprocesses ``func`` started and waited for), per second. The benchmark's numbers
+    only mean something when that is near 0."""
     import psutil
 
     me = psutil.Process()
     ours = [me, *me.children(recursive=True)]
-    busy, own = _machine_cpu(), _cpu(ours)
+    busy, own, reaped = _machine_cpu(), _cpu(ours), _reaped_cpu()
     start = time.perf_counter()
     func()
     wall = time.perf_counter() - start
-    others = (_machine_cpu() - busy) - (_cpu(ours) - own)
+    others = (_machine_cpu() - busy) - (_cpu(ours) - own) - (_reaped_cpu() - reaped)
     return wall, max(others, 0.0) / wall
+
+
+def _reaped_cpu() -> float:
+    """CPU seconds of this process's children that have exited and been waited for."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def _machine_cpu() -> float:

@@ -17,12 +17,15 @@ from dask_pipeline.errors import DaskPipelineError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Run one command; returns its exit status (``entry`` is the console script)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    from dask_pipeline.warmup import configure_cache
+
+    configure_cache()  # before any kernel module is imported: numba reads it then
     _quiet_libraries()
     from dask_pipeline.redaction import redact
 
@@ -37,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = resume if args.func is _cmd_run else ""
         print(f"error: interrupted{hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Whoever read our output left (`| head`): nothing more to say, no traceback; 128 + SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception:  # a bug: keep its traceback, without the secrets it may quote
         import traceback
 
@@ -64,6 +71,22 @@ def _interrupt(signum: int, frame: object) -> None:
     for name in ("asyncio", "distributed", "tornado"):
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     raise KeyboardInterrupt
+
+
+def entry() -> None:
+    """The ``dask-pipeline`` console script: :func:`main`, then a quick exit.
+
+    Once a command has finished (its files written, its cluster closed), the interpreter
+    would still spend 1-2 s tearing down every module a run imports. Flush and leave
+    instead. A bug's traceback leaves the usual way.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head): nothing more can be said
+            pass
+    os._exit(code)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,12 +129,26 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("root", help="store root")
     val.set_defaults(func=_cmd_validate)
 
+    warmup = sub.add_parser("warmup", help="compile the numba kernels into the cache (images, cluster nodes)")
+    warmup.add_argument("--groups", default="all",
+                        help="comma-separated kernel groups (default all): " + ", ".join(_kernel_group_names()))
+    warmup.add_argument("--processes", type=int, default=None, help="groups compiled at once (default: cores)")
+    warmup.add_argument("--force", action="store_true", help="compile (or load) even where the cache is marked warm")
+    warmup.add_argument("--kernels", action="store_true", help="also list each kernel compiled and its seconds")
+    warmup.set_defaults(func=_cmd_warmup)
+
     bench = sub.add_parser("bench", help="benchmarks (see README: Benchmarks)").add_subparsers(metavar="WORKLOAD")
-    feats = bench.add_parser("features", help="feature engine vs pandas vs TA-Lib, bar-features per second")
-    feats.add_argument("--symbols", type=int, default=100)
-    feats.add_argument("--bars", type=int, default=5000)
+    feats = bench.add_parser("features", help="fused feature passes vs TA-Lib vs pandas on two shapes, with bandwidth")
+    feats.add_argument("--shapes", default="1x859200,100x5000",
+                       help="comma-separated SYMBOLSxBARS (default: one long minute series, a wide daily universe)")
     feats.add_argument("--repeats", type=int, default=5)
+    feats.add_argument("--exactness-bars", type=int, default=10_000_000,
+                       help="length of the drifting series of the rolling-std exactness check (0 skips it)")
     feats.set_defaults(func=_cmd_bench_features)
+    first = bench.add_parser("first-run", help="the quickstart on a cold cache and empty HOME vs warm: process and run wall")
+    first.add_argument("--config", default=None, help="the config to run (default: configs/quickstart.yaml)")
+    first.add_argument("--warm-repeats", type=int, default=2)
+    first.set_defaults(func=_cmd_bench_first_run)
     wf = bench.add_parser("walkforward", help="walk-forward wall time per worker count vs a plain loop")
     wf.add_argument("--workload", default="medium", choices=["small", "medium", "large", "sp500"])
     wf.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
@@ -226,22 +263,48 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernel_group_names() -> list[str]:
+    from dask_pipeline.warmup import KERNEL_GROUPS
+
+    return list(KERNEL_GROUPS)
 
 
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from dask_pipeline.warmup import KERNEL_GROUPS, cache_root, warm_processes
 
-
-
-
-
-
-
-
+    groups = list(KERNEL_GROUPS) if args.groups == "all" else [g.strip() for g in args.groups.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in KERNEL_GROUPS]
+    if unknown or not groups:
+        raise DaskPipelineError(f"--groups {args.groups!r}: unknown group(s) {', '.join(unknown) or '(none given)'}; "
+                                f"valid: all, {', '.join(KERNEL_GROUPS)}")
+    for row in warm_processes(groups, args.processes, args.force):
+        compiled = len(row["kernels"])
+        state = f"compiled {compiled} kernels" if compiled else "loaded from the cache" if row["ran"] else "already warm"
+        print(f"{row['group']:<20} {row['seconds']:6.1f} s  {state}")
+        if args.kernels:
+            for kernel, seconds in row["kernels"]:
+                print(f"    {seconds:6.2f} s  {kernel}")
+    print(f"numba cache: {cache_root()}")
+    return 0
 
 
 def _cmd_bench_features(args: argparse.Namespace) -> int:
     from dask_pipeline.features.benchmark import bench_features, format_features_table
 
-    print(format_features_table(bench_features(args.symbols, args.bars, args.repeats)))
+    try:
+        shapes = [tuple(int(n) for n in shape.lower().split("x")) for shape in args.shapes.split(",") if shape.strip()]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(shape) != 2 or min(shape) < 1 for shape in shapes):
+        raise DaskPipelineError(f"--shapes {args.shapes!r}: expected SYMBOLSxBARS pairs such as 1x859200,100x5000")
+    print(format_features_table(bench_features(shapes, args.repeats, args.exactness_bars)))
+    return 0
+
+
+def _cmd_bench_first_run(args: argparse.Namespace) -> int:
+    from dask_pipeline.warmup.benchmark import bench_first_run, format_first_run_table
+
+    print(format_first_run_table(bench_first_run(args.config, args.warm_repeats)))
     return 0
 
 
@@ -318,12 +381,10 @@ def _quiet_libraries() -> None:
     # The scheduler and workers log every start and stop at INFO; a user wants warnings.
     # A task that raises our own error is reported once, by the CLI, as one line; the
     # workers (child processes, which read this at import) need not log it again.
-    # distributed sizes each message it sends; the profiler's call tree of a deep stack (an
-    # estimator inside a task) exceeds dask.sizeof's recursion and it warns, then sends it anyway.
-    os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical",
-                                                "distributed.sizeof": "error"}))
+    # (distributed.sizeof's warnings about deep profile trees are fixed at their cause:
+    # monitor.register_nested_sizeof, registered on the client and every worker.)
+    os.environ.setdefault("DASK_LOGGING", repr({"distributed": "warning", "distributed.worker": "critical"}))
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    logging.getLogger("distributed.sizeof").setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Log lines may quote a scheduler or storage URL: mask its password wherever it is printed.
     for name in ("", "distributed"):
@@ -333,4 +394,4 @@ def _quiet_libraries() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -69,18 +69,43 @@ def connect_local(cfg: ClusterConfig) -> Started:
     """A LocalCluster of single-threaded worker processes (default: one per core)."""
     from distributed import LocalCluster
 
+    from dask_pipeline.warmup import configure_cache
+
+    configure_cache()  # a read-only install: the worker processes inherit NUMBA_CACHE_DIR
     n_workers = cfg.n_workers or os.cpu_count() or 1
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        **_dashboard_options(cfg),
-        threads_per_worker=cfg.threads_per_worker,
-        processes=True,
-        memory_limit=cfg.memory_limit or 0,
-        host="127.0.0.1",
-        env=WORKER_ENV,
-        resources={"CPU": 1},
-    )
-    return Started(cluster, cluster.scheduler_address, "local")
+    with _port_fallbacks() as moved:
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            **_dashboard_options(cfg),
+            threads_per_worker=cfg.threads_per_worker,
+            processes=True,
+            memory_limit=cfg.memory_limit or 0,
+            host="127.0.0.1",
+            env=WORKER_ENV,
+            resources={"CPU": 1},
+        )
+    return Started(cluster, cluster.scheduler_address, "local", note="; ".join(moved))
+
+
+@contextlib.contextmanager
+def _port_fallbacks() -> Iterator[list[str]]:
+    """Collect distributed's "Port 8787 is already in use ... on port N instead" warnings
+    as notes of ours (one line each) rather than Python's raw UserWarning on stderr; any
+    other warning is shown as usual."""
+    import re
+    import warnings
+
+    moved: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        # Recorded as the filters say: a warning that would not have been shown is not shown.
+        warnings.filterwarnings("always", message="Port .* is already in use", category=UserWarning)
+        yield moved
+    for item in caught:
+        found = re.search(r"Port (\d+) is already in use.*?on port (\d+) instead", str(item.message), re.S)
+        if found:
+            moved.append(f"dashboard port {found[1]} is in use (another dask cluster?), serving it on {found[2]}")
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
 def _dashboard_options(cfg: ClusterConfig) -> dict[str, Any]:
@@ -124,16 +149,20 @@ def connect_local_cuda(cfg: ClusterConfig) -> Started:
     from dask_cuda import LocalCUDACluster
     from distributed import Nanny
 
+    from dask_pipeline.warmup import configure_cache
+
+    configure_cache()
     n_gpus = visible_gpus()
     n_total = max(cfg.n_workers or os.cpu_count() or 1, n_gpus)
-    cluster = LocalCUDACluster(
-        n_workers=n_gpus,
-        **_dashboard_options(cfg),
-        threads_per_worker=cfg.threads_per_worker,
-        memory_limit=cfg.memory_limit or 0,
-        host="127.0.0.1",
-        resources={"GPU": 1},
-    )
+    with _port_fallbacks() as moved:
+        cluster = LocalCUDACluster(
+            n_workers=n_gpus,
+            **_dashboard_options(cfg),
+            threads_per_worker=cfg.threads_per_worker,
+            memory_limit=cfg.memory_limit or 0,
+            host="127.0.0.1",
+            resources={"GPU": 1},
+        )
     # The CPU workers join the same SpecCluster, so the cluster scales and closes as one.
     for i in range(n_total - n_gpus):
         cluster.worker_spec[f"cpu-{i}"] = {
@@ -148,7 +177,7 @@ def connect_local_cuda(cfg: ClusterConfig) -> Started:
             },
         }
     cluster.sync(cluster._correct_state)
-    return Started(cluster, cluster.scheduler_address, "local-cuda")
+    return Started(cluster, cluster.scheduler_address, "local-cuda", note="; ".join(moved))
 
 
 def connect_address(cfg: ClusterConfig) -> Started:
@@ -450,6 +479,51 @@ def _connect_timeout() -> float:
     return float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds"))
 
 
+#: Kinds whose worker processes this process starts (and may therefore end quickly).
+_OWN_WORKERS = ("local", "local-cuda")
+
+
+def _worker_setup(quick_exit: bool) -> Any:
+    """The worker plugin ``connect`` registers: dask sizes deeply nested dicts (worker
+    profiles) without recursing, and, for worker processes this process started, the
+    process ends as soon as the worker has closed.
+
+    A closed worker process still spends 1-2 s in the interpreter's teardown of every
+    module it imported (numba, scikit-learn, pandas...); on a busy machine that passes
+    the nanny's 4 s, and the nanny kills it and logs ``Worker process still alive after
+    4.0 seconds, killing``. By the time the exit hook runs, the worker has told the
+    scheduler, dropped its data and removed its directory: nothing is left to tear down.
+    """
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class WorkerSetup(WorkerPlugin):
+        name = "dask-pipeline-setup"
+
+        def setup(self, worker: Any) -> None:
+            from dask_pipeline.monitor import register_nested_sizeof
+
+            register_nested_sizeof()
+
+        def teardown(self, worker: Any) -> None:
+            if quick_exit:
+                import atexit
+
+                atexit.register(_exit_now)
+
+    return WorkerSetup()
+
+
+def _exit_now() -> None:
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: nothing more to say
+            pass
+    os._exit(0)
+
+
 @contextlib.contextmanager
 def connect(cfg: ClusterConfig | None = None, timeout: float | None = None) -> Iterator[Any]:
     """Start or reach the cluster ``cfg`` describes and yield a connected ``distributed.Client``.
@@ -488,6 +562,10 @@ def connect(cfg: ClusterConfig | None = None, timeout: float | None = None) -> I
                 raise ClusterError(f"no worker joined the scheduler at {started.address} within {wait:g} s") from None
             client.pipeline_note = started.note  # type: ignore[attr-defined]
             client.pipeline_kind = started.kind  # type: ignore[attr-defined]
+            from dask_pipeline.monitor import register_nested_sizeof
+
+            register_nested_sizeof()  # here too: the scheduler of a local cluster runs in this process
+            client.register_plugin(_worker_setup(started.kind in _OWN_WORKERS))
             yield client
     finally:
         if started.cluster is not None:
@@ -523,15 +601,28 @@ def _takes_n_workers(client: Any) -> bool:
 
 
 def _serves_dashboard(link: str | None) -> bool:
-    """Whether the scheduler's HTTP server answers the dashboard page (it also runs without one)."""
+    """Whether the scheduler's HTTP server serves the dashboard (it also runs without one).
+
+    Asks for the server's root, which the dashboard redirects to its status page, without
+    following the redirect: rendering that page takes the scheduler ~0.3-1 s.
+    """
     import urllib.error
+    import urllib.parse
     import urllib.request
 
     if not link:
         return False
+
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    root = urllib.parse.urljoin(link, "/")
     try:
-        with urllib.request.urlopen(link, timeout=3) as response:
+        with urllib.request.build_opener(Stay).open(root, timeout=3) as response:
             return response.status == 200
+    except urllib.error.HTTPError as answer:
+        return answer.code in (301, 302, 307, 308) and "status" in (answer.headers.get("Location") or "")
     except (urllib.error.URLError, OSError, ValueError):
         return False
 

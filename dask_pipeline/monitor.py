@@ -442,6 +442,49 @@ def portfolio_metrics(folds: Any) -> dict[str, float]:
     return {k: float(v) for k, v in rows.mean().items()}
 
 
+def register_nested_sizeof() -> None:
+    """Let dask size deeply nested dicts without recursing (idempotent).
+
+    dask sizes a dict by recursing into its keys and values. A worker's statistical
+    profile (``performance_report`` asks every worker for it) is a call tree of dicts as
+    deep as the deepest stack sampled -- numba's compiler, scikit-learn's fits -- and
+    dask's recursion overflows on it: distributed then logs ``Sizeof calculation for
+    object of type 'dict' failed`` for every profile sent. This registers the same
+    estimate (sampling at most 10 items per container, as dask does) walked with an
+    explicit stack, for dicts, lists, tuples and sets.
+    """
+    from dask.sizeof import sizeof
+
+    if sizeof.dispatch(dict) is _nested_sizeof:
+        return
+    for kind in (dict, list, tuple, set, frozenset):
+        sizeof.register(kind)(_nested_sizeof)
+
+
+def _nested_sizeof(obj: Any) -> int:
+    import random
+    import sys
+
+    from dask.sizeof import sizeof
+
+    total = 0.0
+    stack: list[tuple[Any, float]] = [(obj, 1.0)]
+    while stack:
+        item, weight = stack.pop()
+        if sizeof.dispatch(type(item)) is not _nested_sizeof:  # a leaf with its own sizeof
+            total += weight * sizeof(item)
+            continue
+        total += weight * sys.getsizeof(item)
+        parts = [list(item.keys()), list(item.values())] if isinstance(item, dict) else [item]
+        for part in parts:
+            if len(part) > 10:
+                sample = list(part)[:10] if isinstance(part, (set, frozenset)) else random.sample(list(part), 10)
+                stack.extend((element, weight * len(part) / 10) for element in sample)
+            else:
+                stack.extend((element, weight) for element in part)
+    return int(total)
+
+
 def format_table(table: dict[str, dict[str, Any]]) -> str:
     """The stage table as aligned text lines."""
     from dask.utils import format_bytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from dask_pipeline.monitor import (StageMonitor, check_thresholds, format_table,
 from dask_pipeline.preflight import check_workers
 from dask_pipeline.report import build_report
 from dask_pipeline.results import RunFolder, RunLock, check_replaceable, recover
+from dask_pipeline.warmup import kernel_groups, warm_cluster
 
 VERSIONED = ["dask", "distributed", "numpy", "pandas", "pyarrow", "numba", "scikit-learn", "optuna", "pydantic"]
 
@@ -156,11 +158,14 @@ def _compute_and_write(cfg: Config, resolved: Any, client: Any, echo: Any, progr
     # Same versions everywhere, the data root and the run's user code on every worker.
     check_workers(client, cfg, echo, user_code(cfg, resolved.module))
     graph = resolved.source
+    warm_cluster(client, kernel_groups(cfg), echo)  # numba kernels compiled once per machine, before the fan-out
     outputs = None
     if hasattr(graph, "build"):
         with gpu_workers("GPU" in cluster["resources"], "CPU" in cluster["resources"]):
             outputs = graph.build(cfg)
 
+    # The report's libraries (matplotlib: ~1 s) load while this process only waits on the cluster.
+    threading.Thread(target=_import_report_libraries, name="import-report", daemon=True).start()
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dask-report-") as tmp:
@@ -241,6 +246,11 @@ def count_checkpoints(folder: Path) -> int:
     if not folder.is_dir():
         return 0
     return sum(1 for p in folder.iterdir() if p.is_file() and p.name != "key" and not p.name.startswith("."))
+
+
+def _import_report_libraries() -> None:
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
 
 
 def versions() -> dict[str, str]:

@@ -145,3 +145,23 @@ def test_threshold_warns_then_fails_after_files(tmp_path, small_store, capsys):
     assert captured.out == ""  # --quiet: no progress, no table
     err = captured.err.strip()
     assert err.startswith("error: ") and "monitor.max_stage_seconds" in err and "\n" not in err
+
+
+def test_nested_sizeof_estimates_like_dask_without_recursing():
+    import numpy as np
+    from dask.sizeof import sizeof
+
+    from dask_pipeline.monitor import register_nested_sizeof
+
+    flat = {"a": np.ones(1000), "b": list(range(5)), "c": ("x", 1.5)}
+    before = sizeof(flat)
+    register_nested_sizeof()
+    register_nested_sizeof()  # idempotent
+    assert abs(sizeof(flat) - before) < 0.05 * before
+    assert sizeof([np.ones(100)] * 50) == pytest.approx(50 * 800, rel=0.1)  # sampled and scaled, as dask does
+    deep: dict = {}
+    node = deep
+    for _ in range(5000):  # deeper than any recursion limit: a worker's profile tree
+        node["children"] = {"f": {}}
+        node = node["children"]["f"]
+    assert sizeof(deep) > 5000 * 2 * 64

@@ -1,11 +1,13 @@
-"""``dask-pipeline bench features``: the feature engine against pandas and TA-Lib.
+"""``dask-pipeline bench features``: the fused feature passes against pandas and TA-Lib.
 
-``bench_features`` times the feature engine against two baselines on the same synthetic
-bars: a plain pandas implementation of the default feature set (rolling / ewm / shift,
-written below) and TA-Lib on the indicators it provides. Throughput is bar-features per
-second: bars x feature columns / seconds, the median of ``repeats`` timed passes over
-all symbols, on one core with the JIT warm. Every implementation returns the same thing:
-one float32 DataFrame per symbol.
+``bench_features`` times the feature engine against two baselines on the same bars, on
+two shapes (one long series of minute bars; a wide universe of daily bars): a plain
+pandas implementation of the default feature set (rolling / ewm / shift, written below)
+and TA-Lib on the 16 indicators it provides (20 columns). Throughput is bar-features per
+second (bars x feature columns / seconds) beside the effective memory bandwidth (bar
+frames read plus feature frames written, per second), the median of ``repeats``
+interleaved passes over all symbols, on one core with the JIT warm. Every implementation
+returns the same thing: one float32 DataFrame per symbol.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dask_pipeline.bench import median_seconds, synthetic_bars  # noqa: F401  (synthetic_bars: the bars timed here)
+from dask_pipeline.bench import median_seconds, synthetic_bars  # noqa: F401  (synthetic_bars: the tests' bars)
 
 
 #: Default-set indicators TA-Lib computes directly (the like-for-like comparison).
@@ -150,20 +152,56 @@ def std_exactness(n_bars: int = 10_000_000, window: int = 20, seed: int = 0) -> 
     )
 
 
+def market_bars(n_symbols: int, n_bars: int, seed: int = 7) -> list[pd.DataFrame]:
+    """``n_symbols`` frames of ``n_bars`` float32 bars (the loaded dtype) from the project's
+    synthetic market (regimes, GARCH volatility, jumps, session gaps; ``data.synthesize``):
+    one-minute bars when a series is longer than 40 years of daily bars could be, else
+    daily bars. Plain random walks flatter every implementation (few new highs and lows,
+    steady volatility), so the benchmark uses these."""
+    from dask_pipeline.data import synthesize
+
+    minutes = n_bars > 10_000
+    days = -(-n_bars // 390) + 2 if minutes else n_bars + 2
+    start = pd.Timestamp("2001-01-02")
+    end = start + pd.offsets.BDay(days)
+    universe = synthesize(n_symbols, start.date(), end.date(), "1min" if minutes else "1D", seed)
+    return [bars.iloc[:n_bars].astype(np.float32) for bars in universe.values()]
+
+
+def copy_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """This machine's memory bandwidth as NumPy sees it: bytes read + written per second
+    copying a ``n_bytes`` array (the ceiling for a pass that streams bars in and features out)."""
+    src = np.ones(n_bytes // 8)
+    dst = np.empty_like(src)
+    best = min(_seconds(lambda: np.copyto(dst, src)) for _ in range(repeats))
+    return 2 * n_bytes / best
+
+
+def _seconds(func) -> float:
+    import time
+
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
 def bench_features(
-    n_symbols: int = 100,
-    n_bars: int = 5000,
+    shapes: list[tuple[int, int]] = ((1, 859_200), (100, 5_000)),
     repeats: int = 5,
     exactness_bars: int = 10_000_000,
 ) -> pd.DataFrame:
-    """Feature throughput of the engine, pandas and TA-Lib (bar-features per second).
+    """Throughput of the fused feature passes against pandas and TA-Lib, per shape.
+
+    Every implementation turns each float32 bar frame into one float32 feature frame, on
+    one core with the JIT warm; seconds are the median of ``repeats`` interleaved passes
+    over all frames (``median_seconds``).
 
     Parameters
     ----------
-    n_symbols, n_bars
-        Synthetic minute bars per run: ``n_symbols`` frames of ``n_bars`` bars.
+    shapes
+        ``(symbols, bars)`` pairs, each from :func:`market_bars`.
     repeats
-        Timed passes over all symbols; the median is reported.
+        Timed passes per implementation.
     exactness_bars
         Length of the drifting series of the rolling-std exactness check (0 skips it);
         its table is in ``result.attrs["std_exactness"]``.
@@ -171,49 +209,63 @@ def bench_features(
     Returns
     -------
     DataFrame
-        One row per (implementation, feature set): features, seconds, bar-features/s
-        and ``ours_speedup`` (our throughput on that set over this row's).
+        One row per (shape, implementation, feature set): ``columns``, ``seconds``,
+        ``bar_features_per_s`` (bars x columns / seconds), ``gb_per_s`` (effective memory
+        bandwidth: the float32 bar frames read plus the float32 feature frames written,
+        per second) and ``ours_speedup`` (our throughput on that set over this row's).
+        ``result.attrs["copy_gb_per_s"]`` is the machine's copy bandwidth for scale.
     """
     from dask_pipeline.features import compute, feature_columns
     from dask_pipeline.features.spec import DEFAULT_INDICATORS
 
-    frames = synthetic_bars(n_symbols, n_bars)
     shared = [spec for spec in DEFAULT_INDICATORS if spec.name in TALIB_SHARED]
+    n_default, n_shared = len(feature_columns(None)), len(feature_columns(shared))
     runs = [
-        ("dask-pipeline", "default", len(feature_columns(None)), lambda b: compute(b)),
-        ("pandas", "default", len(feature_columns(None)), pandas_features),
-        ("dask-pipeline", "TA-Lib subset", len(feature_columns(shared)), lambda b: compute(b, shared)),
-        ("TA-Lib", "TA-Lib subset", len(feature_columns(shared)), talib_features),
+        ("dask-pipeline", "default", n_default, lambda b: compute(b)),
+        ("pandas", "default", n_default, pandas_features),
+        ("dask-pipeline", "TA-Lib subset", n_shared, lambda b: compute(b, shared)),
+        ("TA-Lib", "TA-Lib subset", n_shared, talib_features),
     ]
     rows = []
-    seconds_each = median_seconds([run for *_, run in runs], frames, repeats)
-    for (implementation, feature_set, n_features, _), seconds in zip(runs, seconds_each):
-        rows.append(
-            {
+    for n_symbols, n_bars in shapes:
+        frames = market_bars(n_symbols, n_bars)
+        bars = n_symbols * n_bars
+        read = sum(frame.to_numpy().nbytes for frame in frames)
+        for (implementation, feature_set, n_columns, _), seconds in zip(
+            runs, median_seconds([run for *_, run in runs], frames, repeats)
+        ):
+            rows.append({
+                "shape": f"{n_symbols} x {n_bars:,}",
                 "implementation": implementation,
                 "feature_set": feature_set,
-                "features": n_features,
-                "bars": n_symbols * n_bars,
+                "columns": n_columns,
                 "seconds": seconds,
-                "bar_features_per_s": n_symbols * n_bars * n_features / seconds,
-            }
-        )
+                "bar_features_per_s": bars * n_columns / seconds,
+                "gb_per_s": (read + bars * n_columns * 4) / seconds / 1e9,
+            })
     result = pd.DataFrame(rows)
-    ours = result[result.implementation == "dask-pipeline"].set_index("feature_set")["bar_features_per_s"]
-    result["ours_speedup"] = ours.loc[result.feature_set].to_numpy() / result.bar_features_per_s
+    ours = result[result.implementation == "dask-pipeline"].set_index(["shape", "feature_set"])["bar_features_per_s"]
+    result["ours_speedup"] = [
+        ours.loc[(shape, feature_set)] / speed
+        for shape, feature_set, speed in zip(result["shape"], result.feature_set, result.bar_features_per_s)
+    ]
+    result.attrs["copy_gb_per_s"] = copy_bandwidth() / 1e9
     if exactness_bars:
         result.attrs["std_exactness"] = std_exactness(exactness_bars)
     return result
 
 
 def format_features_table(df: pd.DataFrame) -> str:
-    """A plain-text table of :func:`bench_features`' result (and its exactness check)."""
+    """A plain-text table per shape of :func:`bench_features`' result (and its exactness check)."""
     shown = df.assign(
-        seconds=df.seconds.map("{:.3f}".format),
-        bar_features_per_s=df.bar_features_per_s.map("{:,.0f}".format),
-        ours_speedup=df.ours_speedup.map("{:.1f}x".format),
+        seconds=df.seconds.map("{:.4f}".format),
+        bar_features_per_s=df.bar_features_per_s.map(lambda v: f"{v / 1e6:,.1f} M"),
+        gb_per_s=df.gb_per_s.map("{:.2f}".format),
+        ours_speedup=df.ours_speedup.map("{:.2f}x".format),
     )
     text = shown.to_string(index=False)
+    if "copy_gb_per_s" in df.attrs:
+        text += f"\n\nthis machine copies {df.attrs['copy_gb_per_s']:.1f} GB/s (read + written) with NumPy"
     exactness = df.attrs.get("std_exactness")
     if exactness is not None:
         shown = exactness.assign(max_rel_error=exactness.max_rel_error.map("{:.2e}".format))
@@ -222,4 +274,3 @@ def format_features_table(df: pd.DataFrame) -> str:
             + shown.to_string(index=False)
         )
     return text
-

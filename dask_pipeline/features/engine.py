@@ -9,6 +9,12 @@ trailing ``.0`` and with ``p`` for the point (``2.5`` -> ``2p5``); ``obv`` has n
 Missing bars (NaN) are allowed in the input and follow the rule documented in
 :mod:`dask_pipeline.features.reference`: windows holding a missing bar are NaN,
 recursive indicators restart after a gap. Infinite values are an error.
+
+``compute`` runs the shipped indicators it can through a few fused passes over the bars
+(:mod:`dask_pipeline.features.fusion`), each writing straight into the output block;
+every other entry (``wma``, ``corr``, ``beta``, one registered or replaced by a user,
+or one whose bars' NaN masks keep it out of a shared pass) goes through its function
+below, one at a time: the registry stays the one definition of each indicator.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from dask_pipeline.errors import ConfigError, DataError
-from dask_pipeline.features import kernels
+from dask_pipeline.features import fusion, kernels
+from dask_pipeline.features.fused import (SCAN_BAD_COLUMN, SCAN_BAD_ROW, SCAN_CV_ALIGNED, SCAN_HLC_ALIGNED, SCAN_NAN,
+                                          scan_bars_nb)
 from dask_pipeline.waves.causal import wave_features
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -298,6 +306,10 @@ INDICATORS: dict[str, Indicator] = {
     "wave_position_pct": Indicator(_wave_position_pct, ("wave_position_pct",), _waves(pct=True)),
 }
 
+#: The built-in entries the fused passes may compute: an entry replaced in ``INDICATORS``
+#: (or one registered by a user) is no longer this object and takes the generic path.
+_FUSABLE = {name: INDICATORS[name] for name in fusion.FUSED}
+
 #: The feature set used when a config names none: (registry name, parameters).
 DEFAULT_SET: tuple[tuple[str, dict[str, int | float]], ...] = (
     ("ret", {"lag": 1}),
@@ -409,9 +421,9 @@ def compute(
     key = _spec_key(spec)
     plan = _plan(key)
     where = f"symbol {symbol!r}" if symbol else "bars"
-    columns = _bar_arrays(bars, where)
+    block, found = _bar_block(bars, where)
     needy = [c for ind, _, cols in plan if ind.needs_volume for c in cols]
-    if needy and len(columns["volume"]) and np.isnan(columns["volume"]).all():
+    if needy and block.shape[1] and np.isnan(block[BAR_COLUMNS.index("volume")]).all():
         raise DataError(f"{where}: features {', '.join(needy)} need volume, and the bars have none (price-only)")
     bench_close = None
     if any(indicator.needs_benchmark for indicator, _, _ in plan):
@@ -422,16 +434,18 @@ def compute(
                 "(set features.benchmark and pass its bars to compute)"
             )
         bench_close = _aligned_close(benchmark, bars.index, where)
-    arrays = BarArrays(columns, bench_close, bars.index, where)
 
     names = _column_index(key)
     # Column-major so each feature is one contiguous column and the frame is one block.
     out = np.empty((len(bars), len(names)), dtype=np.float32, order="F")
-    j = 0
-    for indicator, params, cols in plan:
-        for values in indicator.compute(arrays, **params):
-            out[:, j] = values
-            j += 1
+    todo, firsts = _schedule(key, (bool(found[SCAN_HLC_ALIGNED]), bool(found[SCAN_CV_ALIGNED])))
+    fusion.run(todo, block, out, int(found[SCAN_NAN]))
+    if todo.generic:
+        arrays = BarArrays(dict(zip(BAR_COLUMNS, block)), bench_close, bars.index, where)
+        for position in todo.generic:
+            indicator, params, _ = plan[position]
+            for j, values in enumerate(indicator.compute(arrays, **params), start=firsts[position]):
+                out[:, j] = values
     return pd.DataFrame(out, index=bars.index, columns=names, copy=False)
 
 
@@ -479,6 +493,33 @@ def _plan(key: tuple) -> tuple[tuple[Indicator, dict, list[str]], ...]:
     return tuple(plan)
 
 
+_SCHEDULES: dict[tuple, tuple] = {}
+
+
+def _schedule(key: tuple, aligned: tuple[bool, bool]) -> tuple[fusion.Schedule, tuple[int, ...]]:
+    """The fused passes of a spec for bars whose (high, low, close) and (close, volume)
+    NaN masks agree or not, and each item's first output column.
+
+    Kept per spec while its plan is the one ``_plan`` returns: a registry change clears
+    the plans, and a schedule made from an older plan is not reused.
+    """
+    plan = _plan(key)
+    cached = _SCHEDULES.get((key, aligned))
+    if cached is not None and cached[0] is plan:
+        return cached[1]
+    items, firsts, j = [], [], 0
+    for (name, _), (indicator, params, columns) in zip(key, plan):
+        fusable = name in _FUSABLE and indicator is _FUSABLE[name]
+        items.append(fusion.Item(name if fusable else None, params, j))
+        firsts.append(j)
+        j += len(columns)
+    found = fusion.schedule(items, *aligned), tuple(firsts)
+    if len(_SCHEDULES) >= 512:
+        _SCHEDULES.clear()
+    _SCHEDULES[(key, aligned)] = (plan, found)
+    return found
+
+
 @functools.lru_cache(maxsize=256)
 def _column_index(key: tuple) -> pd.Index:
     """The output columns as a pandas Index, built once per spec (building one is slow)."""
@@ -517,7 +558,10 @@ def _check_finite(values: np.ndarray, name: str, frame: pd.DataFrame, where: str
         raise DataError(f"{where}: column {name!r} is infinite at row {row} ({frame.index[row]})")
 
 
-def _bar_arrays(bars: pd.DataFrame, where: str) -> dict[str, np.ndarray]:
+def _bar_block(bars: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The bar columns as one ``(5, n)`` float64 block (rows in ``BAR_COLUMNS`` order),
+    validated in one pass, and what that pass found (``scan_bars_nb``: which columns
+    hold NaN, and whether their NaN masks agree)."""
     if not isinstance(bars, pd.DataFrame):
         raise DataError(f"{where}: expected a DataFrame of bars, got {type(bars).__name__}")
     if "volume" not in bars.columns:  # price-only bars
@@ -529,16 +573,21 @@ def _bar_arrays(bars: pd.DataFrame, where: str) -> dict[str, np.ndarray]:
     _check_index(bars.index, where)
     # Fast path (pandas column access is slow): one array for an all-numeric frame.
     values = bars.to_numpy()
-    if values.dtype.kind in "fiu":
-        columns = {
-            name: np.ascontiguousarray(values[:, names.index(name)], dtype=np.float64)
-            for name in BAR_COLUMNS
-        }
-    else:
-        columns = {name: _float_column(bars, name, where) for name in BAR_COLUMNS}
-    for name, column in columns.items():
-        _check_finite(column, name, bars, where)
-    return columns
+    block = np.empty((len(BAR_COLUMNS), len(bars)))
+    for row, name in enumerate(BAR_COLUMNS):
+        # A float32 frame's values are column-major: each row here is one contiguous copy.
+        block[row] = values[:, names.index(name)] if values.dtype.kind in "fiu" else _float_column(bars, name, where)
+    found = scan_bars_nb(block)
+    if found[SCAN_BAD_COLUMN] >= 0:
+        row = int(found[SCAN_BAD_ROW])
+        name = BAR_COLUMNS[found[SCAN_BAD_COLUMN]]
+        raise DataError(f"{where}: column {name!r} is infinite at row {row} ({bars.index[row]})")
+    return block, found
+
+
+def _bar_arrays(bars: pd.DataFrame, where: str) -> dict[str, np.ndarray]:
+    """The bar columns by name, contiguous float64, validated (rows of :func:`_bar_block`)."""
+    return dict(zip(BAR_COLUMNS, _bar_block(bars, where)[0]))
 
 
 def _aligned_close(benchmark: pd.DataFrame, index: pd.DatetimeIndex, where: str) -> np.ndarray:

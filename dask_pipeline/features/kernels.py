@@ -274,56 +274,82 @@ def _exact_moments(x, end, window):
 
 
 @njit(cache=True)
-def _moments_run(x, s, e, window, mean_out, std_out):
-    if e - s < window:
-        return
+def _moments_block(x, t, stop, window, same, mean_buf, std_buf):
+    """Mean and population std of the windows ending at ``t .. stop - 1`` (at most
+    ``_BLOCK`` of them, all inside one run) into ``mean_buf`` / ``std_buf[: stop - t]``.
+
+    ``same`` counts the bars equal to their predecessor back from ``t`` (inclusive);
+    returns it counted up to ``stop - 1``. Shared by :func:`rolling_moments_nb` and the
+    fused moments pass, so both compute the same float64 values.
+    """
     inv = 1.0 / window
-    # Bars equal to their predecessor, counted back from t: the window ending at t is
-    # constant when this reaches window - 1, and then its moments are exact (m2 = 0).
+    k = stop - t
+    mean, m2 = _exact_moments(x, t + 1, window)
+    mean_buf[0] = mean
+    std_buf[0] = m2 * inv  # variances until the square roots at the end, in one vectorised loop
+    hi = m2
+    lo = np.inf  # smallest second moment of a non-constant window in the block
+    if m2 > 0.0:
+        lo = m2
+    level = abs(mean)
+    # Views, not x[u - window]: numba cannot prove that index non-negative, and its check costs.
+    new, old, prev = x[t + 1 : stop], x[t + 1 - window : stop - window], x[t : stop - 1]
+    for i in range(k - 1):
+        x_new = new[i]
+        x_old = old[i]
+        same = same + 1 if x_new == prev[i] else 0
+        if same >= window - 1:
+            mean = x_new
+            m2 = 0.0
+        else:
+            dx = x_new - x_old
+            new_mean = mean + dx * inv
+            m2 += dx * ((x_new - new_mean) + (x_old - mean))
+            mean = new_mean
+            hi = max(hi, m2)
+            lo = min(lo, m2)
+        mean_buf[i + 1] = mean
+        std_buf[i + 1] = max(m2, 0.0) * inv
+    # Rounding bound of the block's sliding updates: each step errs by at most
+    # ~16 eps * hi (deviations are bounded by sqrt(hi)) plus the effect of the
+    # mean's own drift from the exact value it started the block with.
+    root = np.sqrt(hi)
+    reach = level + k * 2.2 * root * inv
+    bound = _EPS * (2.0 * window * hi + k * (16.0 * hi + 4.4 * root * k * reach))
+    if bound > _MOMENT_TOL * lo:
+        for u in range(t + 1, stop):
+            mean, m2 = _exact_moments(x, u + 1, window)
+            mean_buf[u - t] = mean
+            std_buf[u - t] = m2 * inv
+    for i in range(k):
+        std_buf[i] = np.sqrt(std_buf[i])
+    return same
+
+
+@njit(cache=True)
+def _run_same(x, s, window):
+    """Bars equal to their predecessor, counted back from the first full window's last
+    bar: the window ending at t is constant when this reaches window - 1, and then its
+    moments are exact (m2 = 0)."""
     same = 0
     for t in range(s + 1, s + window):
         same = same + 1 if x[t] == x[t - 1] else 0
+    return same
+
+
+@njit(cache=True)
+def _moments_run(x, s, e, window, mean_out, std_out, mean_buf, std_buf):
+    if e - s < window:
+        return
+    same = _run_same(x, s, window)
     t = s + window - 1
     while t < e:
         if t > s + window - 1:  # a block start after the first also extends the count
             same = same + 1 if x[t] == x[t - 1] else 0
         stop = min(t + _BLOCK, e)
-        mean, m2 = _exact_moments(x, t + 1, window)
-        mean_out[t] = mean
-        std_out[t] = np.sqrt(m2 * inv)
-        hi = m2
-        lo = np.inf  # smallest second moment of a non-constant window in the block
-        if m2 > 0.0:
-            lo = m2
-        level = abs(mean)
-        for u in range(t + 1, stop):
-            x_new = x[u]
-            x_old = x[u - window]
-            same = same + 1 if x_new == x[u - 1] else 0
-            if same >= window - 1:
-                mean = x_new
-                m2 = 0.0
-            else:
-                dx = x_new - x_old
-                new_mean = mean + dx * inv
-                m2 += dx * ((x_new - new_mean) + (x_old - mean))
-                mean = new_mean
-                hi = max(hi, m2)
-                lo = min(lo, m2)
-            mean_out[u] = mean
-            std_out[u] = np.sqrt(max(m2, 0.0) * inv)
-        # Rounding bound of the block's sliding updates: each step errs by at most
-        # ~16 eps * hi (deviations are bounded by sqrt(hi)) plus the effect of the
-        # mean's own drift from the exact value it started the block with.
-        k = stop - t
-        root = np.sqrt(hi)
-        reach = level + k * 2.2 * root * inv
-        bound = _EPS * (2.0 * window * hi + k * (16.0 * hi + 4.4 * root * k * reach))
-        if bound > _MOMENT_TOL * lo:
-            for u in range(t + 1, stop):
-                mean, m2 = _exact_moments(x, u + 1, window)
-                mean_out[u] = mean
-                std_out[u] = np.sqrt(m2 * inv)
+        same = _moments_block(x, t, stop, window, same, mean_buf, std_buf)
+        mean_out[t:stop] = mean_buf[: stop - t]
+        std_out[t:stop] = std_buf[: stop - t]
         t = stop
 
 
@@ -337,9 +363,11 @@ def rolling_moments_nb(x, window):
     n = x.shape[0]
     mean_out = _nan64(n)
     std_out = _nan64(n)
+    mean_buf = np.empty(_BLOCK)
+    std_buf = np.empty(_BLOCK)
     s, e = _next_run1(x, 0)
     while s < n:
-        _moments_run(x, s, e, window, mean_out, std_out)
+        _moments_run(x, s, e, window, mean_out, std_out, mean_buf, std_buf)
         s, e = _next_run1(x, e)
     return mean_out, std_out
 

@@ -116,3 +116,52 @@ def test_a_port_that_is_not_a_dask_scheduler_fails_within_the_timeout():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _deep_sizeof(depth: int = 3000) -> int:
+    from dask.sizeof import sizeof
+
+    tree: dict = {}
+    node = tree
+    for _ in range(depth):  # a worker profile is a call tree of dicts this deep
+        node["children"] = {"frame": {}}
+        node = node["children"]["frame"]
+    return sizeof(tree)
+
+
+def test_busy_dashboard_port_is_a_note_and_workers_size_deep_dicts():
+    """A busy port is one note of ours (no raw UserWarning); workers size a worker
+    profile's deep call tree without dask's sizeof recursing (and warning)."""
+    import socket
+    import warnings
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with connect(ClusterConfig(n_workers=1, dashboard_address=f"127.0.0.1:{port}")) as client:
+                info = describe(client)
+                sizes = client.run(_deep_sizeof)
+    finally:
+        busy.close()
+    assert f"dashboard port {port} is in use (another dask cluster?), serving it on " in info["note"]
+    assert info["dashboard"] is not None and f":{port}/" not in info["dashboard"]
+    assert not [w for w in caught if "already in use" in str(w.message)]
+    assert all(size > 0 for size in sizes.values())
+
+
+def test_workers_this_process_started_exit_without_interpreter_teardown(monkeypatch):
+    """Their plugin registers the quick exit when the worker closes; other workers' does not."""
+    import atexit
+
+    from dask_pipeline.cluster import _exit_now, _worker_setup
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    _worker_setup(quick_exit=False).teardown(None)
+    assert registered == []
+    _worker_setup(quick_exit=True).teardown(None)
+    assert registered == [_exit_now]
