@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dask_pipeline.errors import DataError
 from dask_pipeline.features import compute, engine
 from dask_pipeline.features import reference as R
 from dask_pipeline.features.engine import INDICATORS, Indicator
@@ -122,7 +123,16 @@ def test_fused_on_arbitrary_series(pieces, window):
         {"open": x, "high": x * 1.01 + 0.01 * jitter**2, "low": x * 0.99, "close": x, "volume": x},
         index=pd.date_range("2024-01-01", periods=len(x), freq="min", tz="UTC"),
     )
-    assert_fused_equals_twins(frame, spec_around(window), f"w={window} pieces={pieces}", scale=2.0)
+    spec = spec_around(window)
+    if len(x) and np.isnan(x).all():  # no volume at all: the volume indicators refuse (price-only bars)
+        with pytest.raises(DataError, match="need volume, and the bars have none"):
+            compute(frame, spec)
+        spec = without_volume(spec)
+    assert_fused_equals_twins(frame, spec, f"w={window} pieces={pieces}", scale=2.0)
+
+
+def without_volume(spec: list[IndicatorSpec]) -> list[IndicatorSpec]:
+    return [item for item in spec if item.name not in ("obv", "volume_z")]
 
 
 def test_misaligned_nan_masks_take_the_generic_path():
@@ -137,12 +147,16 @@ def test_misaligned_nan_masks_take_the_generic_path():
     assert_fused_equals_twins(bars, spec_around(14), "misaligned")
 
 
-def test_all_nan_volume_gives_nan_volume_features_and_good_prices():
+def test_price_only_bars_refuse_volume_indicators_and_fuse_the_rest():
+    """All-NaN volume (price-only bars): obv and volume_z refuse by name rather than fill
+    columns with NaN; every other indicator is fused as usual."""
     bars = make_bars("normal", 400, seed=5)
     bars["volume"] = np.nan
-    out = compute(bars)
-    assert out["obv"].isna().all() and out["volume_z_20"].isna().all()
-    assert_fused_equals_twins(bars, spec_around(14), "no volume")
+    with pytest.raises(DataError, match="obv.* need volume, and the bars have none"):
+        compute(bars)
+    assert_fused_equals_twins(bars, without_volume(spec_around(14)), "no volume")
+    spec = without_volume(spec_around(3))
+    pd.testing.assert_frame_equal(compute(bars.drop(columns="volume"), spec), compute(bars, spec))  # no column at all
 
 
 def test_a_replaced_builtin_takes_the_generic_path(monkeypatch):
