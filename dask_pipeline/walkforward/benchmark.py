@@ -148,8 +148,8 @@ def format_walkforward_table(df: pd.DataFrame) -> str:
 
 
 def bench_scale(workload: str = "large", workers: tuple[int, ...] = (1, 2), repeats: int = 3,
-                memory_workload: str = "sp500", memory_limit: str = "1GiB", memory_preset: str = "fast"
-                ) -> pd.DataFrame:
+                memory_workload: str = "sp500", memory_limit: str = "1GiB", memory_preset: str = "fast",
+                preset: str | None = None) -> pd.DataFrame:
     """The figures of ``dask-pipeline bench scale``.
 
     For each worker count, the walk-forward of ``configs/workloads/<workload>.yaml`` on a
@@ -159,6 +159,8 @@ def bench_scale(workload: str = "large", workers: tuple[int, ...] = (1, 2), repe
     (on one machine here, so the difference is the extra hops, not the network). Median
     and minimum of ``repeats`` timed runs after one warm-up; ``same_bytes`` says whether
     the result files equal the first row's.
+
+    ``preset`` replaces the workload's model preset (the tests run ``blank``).
 
     Then the ``memory_workload`` walk-forward (model preset ``memory_preset``) on
     ``max(workers)`` local workers of ``memory_limit`` each: wall time, each worker's
@@ -185,7 +187,8 @@ def bench_scale(workload: str = "large", workers: tuple[int, ...] = (1, 2), repe
     quiet = lambda *a, **k: None  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         cfg = load_config(REPO_CONFIGS / "workloads" / f"{workload}.yaml",
-                          ["features.cache=false", f"output.dir={tmp}", "cluster.dashboard=false"])
+                          ["features.cache=false", f"output.dir={tmp}", "cluster.dashboard=false",
+                           *([f"preset={preset}"] if preset else [])])
         prepare_data(cfg, echo=quiet)
         reference: dict[str, bytes] | None = None
         for n in workers:
