@@ -298,8 +298,10 @@ def resolve_graph(graph: Any) -> Graph:
 def check_outputs(values: dict[str, Any]) -> dict[str, Any]:
     """A graph's computed outputs, checked before anything is written: one file each.
 
-    A Series becomes a one-column DataFrame; anything that is not a DataFrame, dict,
-    list or str is an ``ExtensionError`` naming the output, so a run never writes some
+    A name is a plain file name, or a path of plain names inside the run folder
+    (``plots/history.png``); none starts with a dot. A Series becomes a one-column
+    DataFrame; anything that is not a DataFrame, dict, list, str or bytes (written as is,
+    e.g. a PNG) is an ``ExtensionError`` naming the output, so a run never writes some
     files and then fails on another.
     """
     import pandas as pd
@@ -308,8 +310,10 @@ def check_outputs(values: dict[str, Any]) -> dict[str, Any]:
 
     checked: dict[str, Any] = {}
     for name, value in values.items():
-        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-            raise ExtensionError(f"graph output {name!r}: names become file names; use a plain name such as 'signals'")
+        parts = name.split("/") if isinstance(name, str) else [""]
+        if any(not part or part.startswith(".") or "\\" in part or "\0" in part for part in parts):
+            raise ExtensionError(f"graph output {name!r}: names become file names; use a plain name such as "
+                                 "'signals' (or a folder and a name, 'plots/signals.png')")
         if isinstance(value, pd.Series):
             value = value.to_frame(value.name if value.name is not None else name)
         if isinstance(value, pd.DataFrame):
@@ -317,9 +321,9 @@ def check_outputs(values: dict[str, Any]) -> dict[str, Any]:
             if odd:
                 raise ExtensionError(f"graph output {name!r}: column names must be text for Parquet, got "
                                      f"{', '.join(map(repr, odd[:5]))}")
-        elif not isinstance(value, dict | list | str):
+        elif not isinstance(value, dict | list | str | bytes):
             raise ExtensionError(f"graph output {name!r} is a {type(value).__name__}; expected a DataFrame "
-                                 "(written as Parquet), a Series, a dict or list (JSON) or a str (text)")
+                                 "(written as Parquet), a Series, a dict or list (JSON), a str (text) or bytes")
         checked[name] = value
     return checked
 
