@@ -49,7 +49,8 @@ def test_space_round_trips_through_the_written_config(tmp_path):
      "'tune.space.backtest.quantile': backtest.quantile does not accept 0.9"),
     ({"tune.space": {"model.name": {"categorical": ["ridge", "lasso"]}}}, "does not accept 'lasso'"),
     ({"tune.space": {"features.cache": {"categorical": [True, False]}}},
-     "'tune.space.features.cache': features.* cannot be searched"),
+     "'tune.space.features.cache': features.cache cannot be searched: under features a study searches an "
+     "indicator's parameters"),
     ({"tune.space": {"data.start": {"categorical": ["2019-01-01"]}}}, "'tune.space.data.start': data.* cannot be searched"),
     ({"tune.space": {"cluster.n_workers": {"int": [1, 2]}}}, "'tune.space.cluster.n_workers': cluster cannot be searched"),
     ({"tune.space": {}}, "'tune.space': is empty"),
