@@ -174,11 +174,11 @@ class StudyDriver:
 
     def _features_line(self) -> str:
         c = self.pool.counts
-        n = len(self.inputs.symbols)
-        return (f"tune: {len(c.sets)} feature sets over {n} symbols: {c.tasks['computed']} computed, "
-                f"{c.tasks['disk']} read from the cache; trials found theirs computed for them {c.trials['computed']}x, "
-                f"in the cache {c.trials['disk']}x, in memory {c.trials['memory']}x; {c.released} sets let go of "
-                f"under tune.feature_memory {self.tune.feature_memory}")
+        return (f"tune: feature sets: {len(c.sets)} distinct over {len(self.inputs.symbols)} symbols, "
+                f"{c.tasks['computed']} symbol-sets computed and {c.tasks['disk']} read from the cache; trials: "
+                f"{c.trials['computed']} computed theirs, {c.trials['memory']} shared one held in memory, "
+                f"{c.trials['disk']} read theirs from the cache; {c.released} sets let go of under "
+                f"tune.feature_memory ({self.tune.feature_memory})")
 
     # ------------------------------------------------------------------ ask
 

@@ -1,0 +1,3 @@
+"""Fixtures of the tuning tests: the indicator registry, restored after a test that registers one."""
+
+from tests.features.conftest import registry  # noqa: F401
