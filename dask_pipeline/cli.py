@@ -298,7 +298,7 @@ def _cmd_bench_tune(args: argparse.Namespace) -> int:
 
     tables = [] if args.only == "features" else [
         bench_tune(args.overhead_trials, args.resume_trials, args.trials, args.workers, args.repeats)]
-    tables.append(bench_tune_features(args.feature_trials, args.feature_windows, args.workers,
+    tables.append(bench_tune_features(args.feature_trials, args.feature_windows, args.workers, args.repeats,
                                       workload=args.feature_workload))
     table = pd.concat(tables, ignore_index=True)
     table.attrs["note"] = "\n".join(t.attrs["note"] for t in tables if t.attrs.get("note"))

@@ -179,20 +179,22 @@ def features_tasks(cfg: Any, symbols: list[str] | None = None) -> dict[str, tupl
     the same feature set) name the same tasks. ``symbols``: the run's symbols when the
     caller has them (``symbols_of``), saving a listing of the store.
     """
-    from dask_pipeline.data import load_bars
-
     symbols = symbols_of(cfg) if symbols is None else symbols  # also checks that the benchmark is in the store
-    data = cfg.data
     benchmark = cfg.features.benchmark
     wanted = symbols if benchmark is None or benchmark in symbols else [*symbols, benchmark]
-    loads = {
-        s: task(load_bars, data.root, s, data.start, data.end, dtype=data.dtype, name=f"load-{s}") for s in wanted
-    }
+    loads = {s: load_task(cfg.data, s) for s in wanted}
     bench = loads[benchmark] if benchmark is not None else None
     return {
         s: (loads[s], task(cached_features, loads[s], cfg.features, bench, symbol=s, name=f"features-{s}"))
         for s in symbols
     }
+
+
+def load_task(data: Any, symbol: str) -> Delayed:
+    """The ``load-<S>`` task of ``symbol``'s bars under the ``data`` section (one key per symbol and section)."""
+    from dask_pipeline.data import load_bars
+
+    return task(load_bars, data.root, symbol, data.start, data.end, dtype=data.dtype, name=f"load-{symbol}")
 
 
 #: The topic of the scheduler's event log where ``features-<S>`` tasks say whether they

@@ -125,9 +125,9 @@ def apply_addresses(section: dict[str, Any]) -> dict[str, Any]:
 def _collect(name: str, value: Any, toggles: list, settings: list) -> None:
     """Sort one indicator key's mapping into toggles and parameter settings, checking every name."""
     if name not in INDICATORS:
-        hint = did_you_mean(name, [*INDICATORS, *SECTION_KEYS])
-        raise address_error(str(name), f"not a key of the features section nor an indicator{hint}; keys: "
-                            f"{', '.join(SECTION_KEYS)}, or an indicator name such as features.rsi.window")
+        hint = did_you_mean(str(name), [*SECTION_KEYS, *INDICATORS])
+        raise address_error(str(name), f"unknown key{hint}; the features section takes {', '.join(SECTION_KEYS)}, "
+                            "and an indicator's name to set its parameters (features.rsi.window: 21)")
     if not isinstance(value, dict):
         raise address_error(name, f"expected its parameters, e.g. features.{name}.{_example(name)}, or "
                             f"features.{name}.{ENABLED}: true|false; got {value!r}")

@@ -336,8 +336,8 @@ def feature_space(windows: int) -> dict[str, dict[str, Any]]:
     }
 
 
-def bench_tune_features(trials: int = 64, windows: int = 8, workers: int = 2, *, workload: str = "medium",
-                        preset: str = "fast") -> pd.DataFrame:
+def bench_tune_features(trials: int = 64, windows: int = 8, workers: int = 2, repeats: int = 1, *,
+                        workload: str = "medium", preset: str = "fast", client: Any = None) -> pd.DataFrame:
     """The features row of ``dask-pipeline bench tune``: feature sets shared across trials
     against features recomputed per trial.
 
@@ -348,8 +348,9 @@ def bench_tune_features(trials: int = 64, windows: int = 8, workers: int = 2, *,
     feature set computed once, a fresh feature cache), and with a pool that gives every
     trial its own ``features-<S>`` tasks with the cache bypassed. Both draw the same
     parameter sets; their values are checked equal. Feature computations are counted from
-    the tasks' own events (``graph.FEATURE_EVENTS``). One timed run each, the recomputing
-    one first.
+    the tasks' own events (``graph.FEATURE_EVENTS``). ``repeats`` timed runs of each, interleaved
+    (the first pair recomputing first, the next sharing first, ...), medians reported.
+    ``client``: a cluster to use instead of starting one of ``workers``. ``client``: a cluster to use instead of a local one of ``workers``.
 
     Returns
     -------
@@ -358,6 +359,7 @@ def bench_tune_features(trials: int = 64, windows: int = 8, workers: int = 2, *,
         ``others_cores``); its ``attrs["note"]`` says what a trial's feature work costs
         against its folds.
     """
+    import contextlib
     import gc
     import tempfile
     from dataclasses import replace
@@ -374,39 +376,48 @@ def bench_tune_features(trials: int = 64, windows: int = 8, workers: int = 2, *,
     with tempfile.TemporaryDirectory(prefix="bench-tune-features-") as tmp:
 
         def study_cfg(name: str):
+            # A cache of its own per run: each shared run computes its sets (none is read from an earlier run).
             return load_config(path, [
-                "graph=tune", f"preset={preset}", f"features.cache_dir={tmp}/cache", f"output.dir={tmp}",
+                "graph=tune", f"preset={preset}", f"features.cache_dir={tmp}/cache-{name}", f"output.dir={tmp}",
                 f"output.run_name={name}", f"tune.n_trials={trials}", "tune.sampler=random", "tune.pruner=none",
                 f"tune.concurrency={workers}", "tune.seed=5", f"tune.space={space}",
             ])
 
         prepare_data(study_cfg("data"), echo=quiet)
-        runs: dict[str, dict[str, Any]] = {}
-        with connect(ClusterConfig(n_workers=workers, dashboard=False)) as client:
+        runs: dict[str, list[dict[str, Any]]] = {"recomputed": [], "shared": []}
+        own = connect(ClusterConfig(n_workers=workers, dashboard=False)) if client is None else \
+            contextlib.nullcontext(client)
+        with own as client:
             client.wait_for_workers(workers)
             client.run(warm_worker)
-            for name in ("recomputed", "shared"):
-                cfg = study_cfg(name)
-                found: dict[str, Any] = {}
+            for r in range(repeats):
+                for way in ("recomputed", "shared") if r % 2 == 0 else ("shared", "recomputed"):
+                    cfg = study_cfg(f"{way}-{r}")
+                    found: dict[str, Any] = {}
 
-                def study() -> None:
-                    study, state = tuning.open_study(cfg, quiet)
-                    inputs = tuning.share_inputs(cfg, client)
-                    if name == "recomputed":
+                    def run_study() -> None:
+                        study, state = tuning.open_study(cfg, quiet)
+                        inputs = tuning.share_inputs(cfg, client)
+                        if way == "recomputed":
+                            inputs.pool.close()
+                            inputs = replace(inputs, pool=RecomputedFeatures(client, cfg, inputs.symbols, inputs.bars,
+                                                                             0))
+                        tuning.run_study(study, state, cfg, client, inputs, quiet)
                         inputs.pool.close()
-                        inputs = replace(inputs, pool=RecomputedFeatures(client, cfg, inputs.symbols, inputs.bars, 0))
-                    tuning.run_study(study, state, cfg, client, inputs, quiet)
-                    inputs.pool.close()
-                    found["counts"], found["symbols"] = inputs.pool.counts, len(inputs.symbols)
+                        found["counts"], found["symbols"] = inputs.pool.counts, len(inputs.symbols)
 
-                wall, others = timed(study)
-                gc.collect()  # the study's futures go with it: the next run starts from an empty cluster
-                wait_until_forgotten(client)
-                runs[name] = {"wall": wall, "others": others, "values": _values(tuning.open_study(cfg, quiet)[0]),
-                              **found}
-    shared, again = runs["shared"], runs["recomputed"]
+                    wall, others = timed(run_study)
+                    gc.collect()  # the study's futures go with it: the next run starts from an empty cluster
+                    wait_until_forgotten(client)
+                    runs[way].append({"wall": wall, "others": others,
+                                      "values": _values(tuning.open_study(cfg, quiet)[0]), **found})
+        feature_seconds = _feature_seconds(study_cfg("data"))
+    shared, again = runs["shared"][0], runs["recomputed"][0]  # their counts are the same on every repeat
     sets, n = len(shared["counts"].sets), shared["symbols"]
-    same = shared["values"] == again["values"] and len(shared["values"]) == trials
+    values = [run["values"] for way in runs.values() for run in way]
+    same = all(v == values[0] for v in values) and len(values[0]) == trials
+    wall = {way: statistics.median(run["wall"] for run in done) for way, done in runs.items()}
+    others = {way: statistics.median(run["others"] for run in done) for way, done in runs.items()}
     what = f"{trials} trials over features.rsi.window ({windows} values) x 2 model parameters, {workload}, {preset}"
     rows = [
         {"measure": f"feature computations (symbol x set), recomputed per trial: {what}",
@@ -415,20 +426,43 @@ def bench_tune_features(trials: int = 64, windows: int = 8, workers: int = 2, *,
         {"measure": "feature computations, shared across trials",
          "value": shared["counts"].tasks["computed"], "unit": "count",
          "target": f"= {sets} sets x {n} symbols = {sets * n}", "others_cores": float("nan")},
-        {"measure": f"wall time, features recomputed per trial ({workers} workers)", "value": again["wall"],
-         "unit": "s", "target": "", "others_cores": again["others"]},
-        {"measure": f"wall time, feature sets shared ({workers} workers)", "value": shared["wall"], "unit": "s",
-         "target": "", "others_cores": shared["others"]},
+        {"measure": f"wall time, features recomputed per trial ({workers} workers)", "value": wall["recomputed"],
+         "unit": "s", "target": "", "others_cores": others["recomputed"]},
+        {"measure": f"wall time, feature sets shared ({workers} workers)", "value": wall["shared"], "unit": "s",
+         "target": "", "others_cores": others["shared"]},
         {"measure": "speedup of sharing" + (", same trials and values" if same else " (trial values DIFFER)"),
-         "value": again["wall"] / shared["wall"], "unit": "x", "target": ">= 2x", "others_cores": float("nan")},
+         "value": wall["recomputed"] / wall["shared"], "unit": "x", "target": ">= 2x", "others_cores": float("nan")},
     ]
     table = pd.DataFrame(rows)
     table.attrs["note"] = (
         f"Features row: random sampler with one seed on both sides (the same {trials} parameter sets), no pruner, "
         f"{workers} trials at a time; {shared['counts'].trials['memory']} shared trials found their set in memory, "
-        f"{shared['counts'].trials['disk']} in the cache. One timed run each."
+        f"{shared['counts'].trials['disk']} in the cache. One feature set of {n} symbols takes "
+        f"{feature_seconds * 1e3:.1f} ms to compute on one core; a trial, {wall['shared'] * workers / trials:.2f} s "
+        f"of a worker (its folds). Wall times: median of {repeats} runs each, interleaved."
     )
     return table
+
+
+def _feature_seconds(cfg: Any, repeats: int = 5) -> float:
+    """Median seconds of one feature set of ``cfg`` over all its symbols, in this process (warm)."""
+    import statistics
+    import time
+
+    from dask_pipeline.data import load_bars
+    from dask_pipeline.features import compute
+    from dask_pipeline.graph import symbols_of
+
+    data = cfg.data
+    bars = [load_bars(data.root, s, data.start, data.end, dtype=data.dtype) for s in symbols_of(cfg)]
+    compute(bars[0], cfg.features)
+    spent = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in bars:
+            compute(b, cfg.features)
+        spent.append(time.perf_counter() - start)
+    return statistics.median(spent)
 
 
 class RecomputedFeatures(FeaturePool):
@@ -447,9 +481,9 @@ class RecomputedFeatures(FeaturePool):
         set_id = feature_set_id(features)
         self.counts.sets.add(set_id)
         token = tokenize(features, self._clock)[:8]
+        self._expect(set_id, [f"features-{s}-{token}" for s in self.symbols])
         futures = [self.client.submit(cached_features, bars, features, None, symbol=s, key=f"features-{s}-{token}")
                    for s, bars in zip(self.symbols, self.bars)]
-        self._keys.update((f.key, set_id) for f in futures)
         bundle = self.client.submit(bundle_inputs, self.symbols, self.bars, futures, key=f"tune-inputs-{token}")
         return FeatureSet(set_id, futures, bundle, users=1, last_used=self._clock), False
 

@@ -199,9 +199,8 @@ class StudyDriver:
             trial_cfg = apply_params(self.cfg, params)
             trial_cfg = trial_cfg.model_copy(update={"model": resolve_device(trial_cfg.model, self.gpu_workers)})
             folds = self._layout(trial_cfg)
-            if trial_cfg.features is not self.cfg.features:  # longer windows may need more history
-                require_history(self._lengths, min_history(trial_cfg.features, trial_cfg.label.horizon),
-                                trial_cfg.data)
+            # Longer windows or a longer horizon than the config's may need more history than a symbol has.
+            require_history(self._lengths, min_history(trial_cfg.features, trial_cfg.label.horizon), trial_cfg.data)
             features, reused = self.pool.acquire(trial_cfg)
         except DaskPipelineError as exc:
             self._tell_failed(trial, str(exc))

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import threading
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
@@ -100,9 +101,12 @@ class FeaturePool:
         The study's symbols and their bar futures (held for the study).
     budget
         Bytes the sets held between their trials may take (``tune.feature_memory``).
+    benchmark_bars
+        The future of the benchmark symbol's bars when it is not one of ``symbols``.
     """
 
-    def __init__(self, client: Any, cfg: Any, symbols: list[str], bars: list[Any], budget: int):
+    def __init__(self, client: Any, cfg: Any, symbols: list[str], bars: list[Any], budget: int,
+                 benchmark_bars: list[Any] | None = None):
         from dask_pipeline.graph import FEATURE_EVENTS
 
         self.client, self.cfg, self.symbols, self.bars, self.budget = client, cfg, symbols, bars, budget
@@ -110,9 +114,11 @@ class FeaturePool:
         self.counts = PoolCounts()
         self._clock = 0
         self._keys: dict[str, str] = {}  # features task key -> set id, of every set submitted
-        self._sources: dict[str, str] = {}  # features task key -> computed | disk, latest
+        self._sources: dict[str, str] = {}  # features task key -> computed | disk, since it was last asked for
+        self._lock = threading.Lock()
         self._checked: set[tuple] = set()  # user indicator (name, params) that passed the look-ahead check
         self._check_bars: pd.DataFrame | None = None
+        self.benchmark_bars = benchmark_bars or []  # held too: every feature set reads them
         self._topic = FEATURE_EVENTS
         # By weak reference: the client keeps a handler after unsubscribing, which must not keep
         # the pool, and with it every held feature set, alive.
@@ -140,9 +146,10 @@ class FeaturePool:
         if held is None:
             self._check_lookahead(cfg)
             per_symbol = features_tasks(cfg, self.symbols)
+            tasks = [per_symbol[s][1] for s in self.symbols]
+            self._expect(set_id, [t.key for t in tasks])
             # The load tasks in their graphs have the keys of the held bar futures: never loaded again.
-            futures = self.client.compute([per_symbol[s][1] for s in self.symbols], retries=cfg.cluster.retries)
-            self._keys.update((f.key, set_id) for f in futures)
+            futures = self.client.compute(tasks, retries=cfg.cluster.retries)
             bundle = self.client.submit(bundle_inputs, self.symbols, self.bars, futures,
                                         key=f"tune-inputs-{tokenize(self.symbols, [f.key for f in futures])[:8]}")
             held = self.sets[set_id] = FeatureSet(set_id, futures, bundle)
@@ -159,15 +166,30 @@ class FeaturePool:
         self._fit_budget()
 
     def source(self, held: FeatureSet) -> str | None:
-        """``computed`` when any of the set's tasks computed its features, ``disk`` when every
-        one read them from the cache; None while they have not all said (or failed)."""
-        keys = [f.key for f in held.futures]
-        if any(k not in self._sources for k in keys):
-            self._read_events()
-        found = [self._sources.get(k) for k in keys]
-        if None in found:
-            return None
-        return "computed" if "computed" in found else "disk"
+        """``computed`` when any of the set's tasks computed its features, else ``disk`` when
+        any read them from the cache, else ``memory``: asked for again right after it was let
+        go of, the scheduler still held its results (the release had not reached it yet) and
+        ran nothing. None while a task is not done, or when one failed.
+
+        Each task's event reaches the scheduler before its result does, and this client
+        before the news of any task that depends on it (one ordered stream each way), so
+        once a trial's fold is done the events of its set's tasks are here.
+        """
+        found = []
+        for future in held.futures:
+            told = self._sources.get(future.key)
+            if told is None and future.status != "finished":
+                return None
+            found.append(told or "memory")
+        return next((s for s in ("computed", "disk") if s in found), "memory")
+
+    def _expect(self, set_id: str, keys: list[str]) -> None:
+        """Listen for the events of these features tasks (before they are submitted: one could
+        finish first); a set asked for again says anew where its features come from."""
+        with self._lock:
+            for key in keys:
+                self._keys[key] = set_id
+                self._sources.pop(key, None)
 
     def tell_trial(self, source: str | None) -> None:
         """Count a finished trial by where its feature set came from."""
@@ -206,18 +228,11 @@ class FeaturePool:
         self.counts.peak_sets = max(self.counts.peak_sets, len(self.sets))
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        # Runs on the client's event loop: only records.
+        # Runs on the client's event loop, in the order the scheduler logged the events.
         _, message = event
         key = message.get("key") if isinstance(message, dict) else None
-        if key in self._keys:
-            self._sources[key] = message.get("source")
-            self.counts.tasks[message.get("source")] += 1
-
-    def _read_events(self) -> None:
-        """The scheduler's event log, for events not delivered yet (the latest per key; not counted again)."""
-        for _, message in self.client.get_events(self._topic):
-            key = message.get("key") if isinstance(message, dict) else None
-            if key in self._keys and key not in self._sources:
+        with self._lock:
+            if key in self._keys:  # not another run's task
                 self._sources[key] = message.get("source")
                 self.counts.tasks[message.get("source")] += 1
 
@@ -249,12 +264,17 @@ def _deliver(pool: weakref.ref, event: tuple[float, dict[str, Any]]) -> None:
 def share_inputs(cfg: Any, client: Any) -> SharedInputs:
     """Load every symbol's bars once on the cluster (kept as futures) and lay out the study's
     folds' calendars; feature sets come from the returned pool as trials ask for them."""
-    from dask_pipeline.graph import features_tasks, fold_plan, symbols_of, tell_plan
+    from dask_pipeline.graph import fold_plan, load_task, symbols_of, tell_plan
 
     symbols = symbols_of(cfg)
-    per_symbol = features_tasks(cfg, symbols)
-    bars = client.compute([per_symbol[s][0] for s in symbols], retries=cfg.cluster.retries)
+    loads = [load_task(cfg.data, s) for s in symbols]
+    benchmark = cfg.features.benchmark  # a search never changes it
+    if benchmark is not None and benchmark not in symbols:  # every feature set reads it: held like the bars
+        loads.append(load_task(cfg.data, benchmark))
+    held = client.compute(loads, retries=cfg.cluster.retries)
+    bars = held[: len(symbols)]
     # Folds are laid out on the client from each symbol's timestamps: only closes are read.
     plan = fold_plan(cfg)
     tell_plan(plan)
-    return SharedInputs(symbols, bars, plan.stamps, FeaturePool(client, cfg, symbols, bars, cfg.tune.feature_memory_bytes))
+    pool = FeaturePool(client, cfg, symbols, bars, cfg.tune.feature_memory_bytes, held[len(symbols):])
+    return SharedInputs(symbols, bars, plan.stamps, pool)

@@ -62,8 +62,8 @@ def test_enable_and_disable(tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    (["features.rsl.window=5"], "'features.rsl': not a key of the features section nor an indicator "
-                                "(did you mean 'rsi'?)"),
+    (["features.rsl.window=5"], "'features.rsl': unknown key (did you mean 'rsi'?); the features section takes "
+                                "indicators, cache, cache_dir, benchmark, and an indicator's name"),
     (["features.rsi.windw=5"], "'features.rsi.windw': rsi has no parameter 'windw' (did you mean 'window'?); "
                                "valid: window, enabled"),
     (["features.sma.window=5"], "'features.sma.window': sma is listed 2 times in features.indicators "

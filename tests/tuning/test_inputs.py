@@ -149,7 +149,8 @@ def test_the_pool_holds_sets_within_its_budget(tmp_path, small_store, client, co
     pool.release(b)
     assert list(pool.sets) == [b.id]  # the last asked for
 
-    # A set asked for again after it was let go of comes from the cache: no kernel runs.
+    # A set asked for again after it was let go of (and the scheduler dropped it) comes from the cache: no kernel runs.
+    assert forgotten(client, a.futures[0].key)
     computed.clear()
     again, reused = use(sets[0])
     assert not reused and pool.source(again) == "disk" and not computed
@@ -184,3 +185,22 @@ def test_a_study_without_feature_search_keeps_its_one_set(tmp_path, small_store,
     assert frame["features_source"].tolist()[0] == "computed"
     assert set(frame["features_source"].tolist()[1:]) <= {"memory"}  # never let go of, even over the budget
     assert inputs.pool.counts.released == 0 and isinstance(frame, pd.DataFrame)
+
+
+def test_a_benchmark_outside_the_symbols_is_loaded_once_for_every_set(tmp_path, small_store, client):
+    tune = "  space:\n    features.corr.window: {int: [20, 40]}\n"
+    path = write_config(tmp_path, small_store, tune, indicators="[rsi, {corr: {window: 30}}]")
+    cfg = load_config(path, {"data.symbols": ["SYN000", "SYN001"], "features.benchmark": "SYN003"})
+    inputs = share_inputs(cfg, client)
+    pool = inputs.pool
+    (bench,) = pool.benchmark_bars
+    assert bench.key.startswith("load-SYN003-")
+    for window in (20, 40):
+        held, _ = pool.acquire(apply_params(cfg, {"features.corr.window": window}))
+        frames = client.gather(held.futures)
+        assert list(frames[0].columns) == ["rsi_14", f"corr_{window}"] and frames[0][f"corr_{window}"].notna().any()
+        # The sets' graphs name the held benchmark future's key: the scheduler loads it once.
+        assert bench.key in {str(d) for f in held.futures for d in client.run_on_scheduler(
+            lambda dask_scheduler, k=f.key: [d.key for d in dask_scheduler.tasks[k].dependencies])}
+        pool.release(held)
+    pool.close()
