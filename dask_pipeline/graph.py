@@ -462,11 +462,12 @@ def tell_plan(plan: Any) -> None:
     record("portfolio_periods_per_year", {str(f.index): dict(f.periods_per_year).get("portfolio") for f in plan.folds})
 
 
-def require_volume(cfg: Any) -> None:
+def require_volume(cfg: Any, key: str = "features.indicators", advice: str | None = None) -> None:
     """Raise ``ConfigError`` when an indicator that needs volume meets a symbol without any (price-only bars).
 
     Reads the ``volume`` column of each symbol, and only when the feature set has such an
-    indicator (``obv``, ``volume_z``).
+    indicator (``obv``, ``volume_z``). ``key`` is the config key the message names, and
+    ``advice`` what it suggests in place of leaving the indicators out of the list.
     """
     from dask_pipeline.data import load_bars
     from dask_pipeline.features.engine import INDICATORS
@@ -478,9 +479,9 @@ def require_volume(cfg: Any) -> None:
     for symbol in symbols_of(cfg):
         volume = load_bars(data.root, symbol, data.start, data.end, columns=["volume"], dtype="float64")["volume"]
         if len(volume) and volume.isna().all():
+            advice = advice or "leave them out of features.indicators (the default set has them)"
             raise ConfigError(
-                f"'features.indicators': {', '.join(sorted(set(needy)))} need{'s' if len(set(needy)) == 1 else ''} "
+                f"'{key}': {', '.join(sorted(set(needy)))} need{'s' if len(set(needy)) == 1 else ''} "
                 f"volume, and symbol {symbol} in "
-                f"{data.root} has none (price-only bars); leave them out of features.indicators (the default set "
-                f"has them) or leave {symbol} out with data.symbols"
+                f"{data.root} has none (price-only bars); {advice} or leave {symbol} out with data.symbols"
             )

@@ -3,10 +3,13 @@ parameters' full walk-forward (see ``dask_pipeline.tuning``)."""
 
 from dask_pipeline.graph import record_stage
 from dask_pipeline.graphs import walkforward
-from dask_pipeline.tuning import open_study, run_study, share_inputs, study_outputs
+from dask_pipeline.tuning import check_feature_space, open_study, run_study, share_inputs, study_outputs
 
 
-check = walkforward.check  # the same inputs and folds as a walk-forward
+def check(cfg):
+    """The walk-forward's checks (same inputs and folds), and a space that can enable a volume indicator on price-only bars."""
+    walkforward.check(cfg)
+    check_feature_space(cfg)
 
 
 def drive(cfg, client, echo):

@@ -48,7 +48,8 @@ only by the driver, never on the workers.
 """
 
 from dask_pipeline.tuning.driver import AGGREGATES, LiveTrial, StudyDriver, evaluate_fold, run_fold, run_study
-from dask_pipeline.tuning.inputs import FeaturePool, FeatureSet, SharedInputs, feature_set_id, share_inputs
+from dask_pipeline.tuning.inputs import (FeaturePool, FeatureSet, SharedInputs, check_feature_space, feature_set_id,
+                                         share_inputs)
 from dask_pipeline.tuning.outputs import (best_params, best_trial, pareto_front, save_plots, study_outputs,
                                           study_summary, trials_frame)
 from dask_pipeline.tuning.space import (KINDS, NOT_OBJECTIVE, SHARED_SECTIONS, TUNABLE_METRICS, UNTUNABLE, Param,
@@ -62,8 +63,8 @@ __all__ = [
     "AGGREGATES", "KINDS", "NOT_OBJECTIVE", "PRUNERS", "SAMPLERS", "SHARED_SECTIONS", "TUNABLE_METRICS", "UNTUNABLE",
     "FeaturePool", "FeatureSet", "JournalFlock", "LiveTrial", "Outcome", "Param", "SharedInputs", "StudyDriver",
     "StudyError", "StudyState", "TuneConfig", "apply_params", "best_params", "best_trial", "cached_median_pruner",
-    "check_space", "driver_alive", "driver_identity", "evaluate_fold", "feature_set_id", "group_commit_journal",
-    "make_storage", "objective_digest", "open_study", "optuna_quiet", "pareto_front", "run_fold", "run_study",
-    "save_plots", "scan_trials", "share_inputs", "signature", "storage_group", "storage_name", "study_outputs",
-    "study_summary", "tell", "trials_frame",
+    "check_feature_space", "check_space", "driver_alive", "driver_identity", "evaluate_fold", "feature_set_id",
+    "group_commit_journal", "make_storage", "objective_digest", "open_study", "optuna_quiet", "pareto_front",
+    "run_fold", "run_study", "save_plots", "scan_trials", "share_inputs", "signature", "storage_group",
+    "storage_name", "study_outputs", "study_summary", "tell", "trials_frame",
 ]

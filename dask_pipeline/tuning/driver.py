@@ -253,7 +253,9 @@ class StudyDriver:
         number, k = where
         live = self.live[number]
         live.futures.pop(k)
-        if isinstance(row, BaseException):  # the fold's own error, reported on the trial
+        if future.status == "error" and isinstance(row, tuple):
+            row = row[1]  # as_completed hands an erred future's (type, exception, traceback)
+        if isinstance(row, BaseException):  # the fold's own error (or its inputs'), reported on the trial
             first_line = (str(row).splitlines() or [""])[0]
             self._finish(live, "FAIL", error=f"fold {k}: {type(row).__name__}: {first_line}")
             return

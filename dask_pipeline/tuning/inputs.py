@@ -261,6 +261,25 @@ def _deliver(pool: weakref.ref, event: tuple[float, dict[str, Any]]) -> None:
         alive._on_event(event)
 
 
+def check_feature_space(cfg: Any) -> None:
+    """Before any cluster starts: refuse a space that can enable an indicator needing volume
+    (``features.obv.enabled``) when a symbol has none (price-only bars); each such trial
+    would fail on its first fold. ``ConfigError`` naming the path and the symbol."""
+    from dask_pipeline.features.address import ENABLED
+    from dask_pipeline.features.engine import INDICATORS
+    from dask_pipeline.graph import require_volume
+    from dask_pipeline.tuning.space import apply_params
+
+    for path, param in cfg.tune.space.items():
+        parts = path.split(".")
+        if parts[0] != "features" or parts[-1] != ENABLED or True not in (param.choices or ()):
+            continue
+        if not INDICATORS[parts[1]].needs_volume:
+            continue
+        require_volume(apply_params(cfg, {path: True}), f"tune.space.{path}",
+                       f"every trial enabling it would fail: leave {path} out of the space")
+
+
 def share_inputs(cfg: Any, client: Any) -> SharedInputs:
     """Load every symbol's bars once on the cluster (kept as futures) and lay out the study's
     folds' calendars; feature sets come from the returned pool as trials ask for them."""

@@ -10,38 +10,13 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
-
 from dask_pipeline.config import load_config
 from dask_pipeline.features import engine, indicator
 from dask_pipeline.features.lookahead import LookAheadError
 from dask_pipeline.tuning import apply_params, open_study, run_study, share_inputs, trials_frame
+from tests.tuning.samples import quiet, write_study
 
 SYMBOLS = ["SYN000", "SYN001", "SYN002", "SYN003"]  # small_store
-
-
-def quiet(*args, **kwargs):
-    pass
-
-
-def write_config(tmp_path, store, tune: str, indicators: str = "[ret, rsi, natr]"):
-    path = tmp_path / "study.yaml"
-    path.write_text(
-        "graph: tune\npreset: blank\nseed: 3\n"
-        f"data: {{root: {store}}}\n"
-        f"features: {{indicators: {indicators}, cache_dir: {tmp_path / 'cache'}}}\n"
-        "folds: {train: 252, test: 250, min_test: 30}\n"
-        f"output: {{dir: {tmp_path / 'results'}}}\n"
-        f"tune:\n{tune}"
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture
@@ -77,7 +52,7 @@ def test_a_feature_set_is_computed_once_per_study_and_across_a_resume(tmp_path, 
             "    features.rsi.window: {categorical: [6, 8, 10, 800]}\n"  # 800: longer than the history
             "    label.horizon: {categorical: [3, 5]}\n"
             "    model.params.learning_rate: {float: [0.05, 0.3]}\n")
-    cfg = load_config(write_config(tmp_path, small_store, tune))
+    cfg = load_config(write_study(tmp_path, small_store, tune))
 
     def study_run(cfg):
         study, state = open_study(cfg, quiet)
@@ -107,7 +82,7 @@ def test_a_feature_set_is_computed_once_per_study_and_across_a_resume(tmp_path, 
 
     # A resumed study (a new driver: nothing in memory) reads the sets it had from the cache.
     computed.clear()
-    again, record = study_run(load_config(write_config(tmp_path, small_store, tune), ["tune.n_trials=20"]))
+    again, record = study_run(load_config(write_study(tmp_path, small_store, tune), ["tune.n_trials=20"]))
     new = again[(again["number"] >= len(trials)) & (again["params_features.rsi.window"] != 800)]
     fresh = set(new["params_features.rsi.window"]) - windows
     assert computed == {(s, w): 1 for s in SYMBOLS for w in fresh}
@@ -118,7 +93,7 @@ def test_a_feature_set_is_computed_once_per_study_and_across_a_resume(tmp_path, 
 
 def test_the_pool_holds_sets_within_its_budget(tmp_path, small_store, client, computed):
     tune = "  space:\n    features.rsi.window: {int: [6, 12], step: 2}\n"
-    cfg = load_config(write_config(tmp_path, small_store, tune))
+    cfg = load_config(write_study(tmp_path, small_store, tune))
     sets = [apply_params(cfg, {"features.rsi.window": w}) for w in (6, 8, 10, 12)]
     pool = share_inputs(cfg, client).pool
 
@@ -164,7 +139,7 @@ def test_user_indicators_are_checked_for_look_ahead_at_each_new_parameter(regist
         return close.shift(-1) if window > 5 else close.rolling(window).mean()  # leaks past 5
 
     tune = "  space:\n    features.peek.window: {int: [2, 8]}\n"
-    cfg = load_config(write_config(tmp_path, small_store, tune, indicators="[rsi, peek]"))
+    cfg = load_config(write_study(tmp_path, small_store, tune, indicators="[rsi, peek]"))
     pool = share_inputs(cfg, client).pool
     held, _ = pool.acquire(apply_params(cfg, {"features.peek.window": 4}))
     pool.release(held)
@@ -176,7 +151,7 @@ def test_user_indicators_are_checked_for_look_ahead_at_each_new_parameter(regist
 
 def test_a_study_without_feature_search_keeps_its_one_set(tmp_path, small_store, client):
     tune = "  n_trials: 3\n  concurrency: 1\n  feature_memory: 1B\n  space:\n    model.params.learning_rate: {float: [0.05, 0.3]}\n"
-    cfg = load_config(write_config(tmp_path, small_store, tune))
+    cfg = load_config(write_study(tmp_path, small_store, tune))
     study, state = open_study(cfg, quiet)
     inputs = share_inputs(cfg, client)
     run_study(study, state, cfg, client, inputs, quiet)
@@ -189,7 +164,7 @@ def test_a_study_without_feature_search_keeps_its_one_set(tmp_path, small_store,
 
 def test_a_benchmark_outside_the_symbols_is_loaded_once_for_every_set(tmp_path, small_store, client):
     tune = "  space:\n    features.corr.window: {int: [20, 40]}\n"
-    path = write_config(tmp_path, small_store, tune, indicators="[rsi, {corr: {window: 30}}]")
+    path = write_study(tmp_path, small_store, tune, indicators="[rsi, {corr: {window: 30}}]")
     cfg = load_config(path, {"data.symbols": ["SYN000", "SYN001"], "features.benchmark": "SYN003"})
     inputs = share_inputs(cfg, client)
     pool = inputs.pool
@@ -204,3 +179,20 @@ def test_a_benchmark_outside_the_symbols_is_loaded_once_for_every_set(tmp_path, 
             lambda dask_scheduler, k=f.key: [d.key for d in dask_scheduler.tasks[k].dependencies])}
         pool.release(held)
     pool.close()
+
+
+def test_a_space_that_can_enable_a_volume_indicator_on_price_only_bars_is_refused(tmp_path):
+    import numpy as np
+
+    from dask_pipeline.data import synthesize, write_dataset
+    from dask_pipeline.errors import ConfigError
+    from dask_pipeline.tuning import check_feature_space
+
+    bars = synthesize(2, "2021-01-01", "2021-12-31", "1D", seed=3)
+    write_dataset(tmp_path / "fx", {s: b.assign(volume=np.nan) for s, b in bars.items()})  # price-only
+    space = "  space:\n    features.rsi.window: {int: [6, 20]}\n    features.obv.enabled: {categorical: [true, false]}\n"
+    cfg = load_config(write_study(tmp_path, tmp_path / "fx", space))
+    with pytest.raises(ConfigError, match=r"'tune.space.features.obv.enabled': obv needs volume, and symbol SYN000 .* "
+                                          r"has none \(price-only bars\); every trial enabling it would fail"):
+        check_feature_space(cfg)
+    check_feature_space(load_config(write_study(tmp_path, tmp_path / "fx", space.replace("true, false", "false"))))
