@@ -326,22 +326,23 @@ def resolve_graph(graph: Any) -> Graph:
 def check_outputs(values: dict[str, Any]) -> dict[str, Any]:
     """A graph's computed outputs, checked before anything is written: one file each.
 
-    A name is a plain file name, or a path of plain names inside the run folder
-    (``plots/history.png``); none starts with a dot. A Series becomes a one-column
-    DataFrame; anything that is not a DataFrame, dict, list, str or bytes (written as is,
-    e.g. a PNG) is an ``ExtensionError`` naming the output, so a run never writes some
-    files and then fails on another.
+    A name is a file name or a relative path inside the run folder (``plots/history.png``,
+    as ``results.write_output`` takes it). A Series becomes a one-column DataFrame; anything
+    that is not a DataFrame, dict, list, str or bytes is an ``ExtensionError`` naming the
+    output, so a run never writes some files and then fails on another.
     """
     import pandas as pd
 
-    from dask_pipeline.errors import ExtensionError
+    from dask_pipeline.errors import ExtensionError, OutputError
+    from dask_pipeline.results import inside
 
     checked: dict[str, Any] = {}
     for name, value in values.items():
-        parts = name.split("/") if isinstance(name, str) else [""]
-        if any(not part or part.startswith(".") or "\\" in part or "\0" in part for part in parts):
-            raise ExtensionError(f"graph output {name!r}: names become file names; use a plain name such as "
-                                 "'signals' (or a folder and a name, 'plots/signals.png')")
+        try:
+            inside(Path("run"), name if isinstance(name, str) else "", "graph output")
+        except OutputError:
+            raise ExtensionError(f"graph output {name!r}: names become file names in the run folder; use a plain "
+                                 "name such as 'signals' or a relative path such as 'plots/signals.png'") from None
         if isinstance(value, pd.Series):
             value = value.to_frame(value.name if value.name is not None else name)
         if isinstance(value, pd.DataFrame):

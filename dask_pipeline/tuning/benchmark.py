@@ -487,7 +487,7 @@ class RecomputedFeatures(FeaturePool):
         bundle = self.client.submit(bundle_inputs, self.symbols, self.bars, futures, key=f"tune-inputs-{token}")
         return FeatureSet(set_id, futures, bundle, users=1, last_used=self._clock), False
 
-    def release(self, held: FeatureSet) -> None:
+    def release(self, held: FeatureSet, fit: bool = True) -> None:
         for future in (*held.futures, held.bundle):
             future.release()
 

@@ -346,7 +346,7 @@ class StudyDriver:
             for future in live.futures.values():
                 future.cancel()
             if live.features is not None:
-                self.pool.release(live.features)
+                self.pool.release(live.features, fit=False)
                 live.features = None
             for trial in [live.trial, *live.twins]:
                 self.study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})

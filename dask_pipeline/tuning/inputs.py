@@ -157,9 +157,12 @@ class FeaturePool:
         held.last_used = self._clock
         return held, reused
 
-    def release(self, held: FeatureSet) -> None:
-        """A trial is done with ``held``: size it if not yet, then let go of sets over the budget."""
+    def release(self, held: FeatureSet, fit: bool = True) -> None:
+        """A trial is done with ``held``: size it if not yet, then let go of sets over the budget
+        (``fit``; not while the driver is being interrupted, when the cluster may be going)."""
         held.users -= 1
+        if not fit:
+            return
         if held.nbytes is None and all(f.done() for f in held.futures):
             found = self.client.nbytes(keys=[f.key for f in held.futures], summary=False)
             held.nbytes = int(sum(found.get(f.key, 0) for f in held.futures))
