@@ -172,6 +172,11 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, default=32, help="real walk-forward trials on the small workload")
     tune.add_argument("--workers", type=int, default=2)
     tune.add_argument("--repeats", type=int, default=3)
+    tune.add_argument("--only", choices=["features"], default=None,
+                      help="run only the features row: feature sets shared across trials vs recomputed per trial")
+    tune.add_argument("--feature-trials", type=int, default=64, help="trials of the features row")
+    tune.add_argument("--feature-windows", type=int, default=8, help="values of features.rsi.window it searches")
+    tune.add_argument("--feature-workload", default="medium", choices=["small", "medium", "large"])
     tune.set_defaults(func=_cmd_bench_tune)
     scale = bench.add_parser("scale", help="walk-forward on a local cluster vs worker processes reached by address; "
                                            "worker memory on sp500 under a memory limit")
@@ -350,9 +355,16 @@ def _cmd_bench_waves(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_tune(args: argparse.Namespace) -> int:
-    from dask_pipeline.tuning.benchmark import bench_tune, format_tune_table
+    import pandas as pd
 
-    table = bench_tune(args.overhead_trials, args.resume_trials, args.trials, args.workers, args.repeats)
+    from dask_pipeline.tuning.benchmark import bench_tune, bench_tune_features, format_tune_table
+
+    tables = [] if args.only == "features" else [
+        bench_tune(args.overhead_trials, args.resume_trials, args.trials, args.workers, args.repeats)]
+    tables.append(bench_tune_features(args.feature_trials, args.feature_windows, args.workers, args.repeats,
+                                      workload=args.feature_workload))
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs["note"] = "\n".join(t.attrs["note"] for t in tables if t.attrs.get("note"))
     print(format_tune_table(table))
     return 0
 

@@ -11,7 +11,8 @@ task also carries a ``stage`` annotation (load, features, fit, ...) that monitor
 A graph module may also have ``check(cfg)``, which the runner calls before any cluster
 starts (what can be refused from the config and the store alone), and may tell the user
 things while it is built or driven: ``note(...)`` prints a ``note:`` line and lands in
-``run.json``'s ``notes``, ``record(key, value)`` lands in ``run.json``.
+``run.json``'s ``notes``, ``record(key, value)`` lands in ``run.json``, and
+``record_stage(stage, values)`` joins that stage's row of ``stages.json``.
 """
 
 from __future__ import annotations
@@ -167,29 +168,56 @@ def symbols_of(cfg: Any) -> list[str]:
     return list(cfg.data.symbols) if cfg.data.symbols else stored
 
 
-def features_tasks(cfg: Any) -> dict[str, tuple[Delayed, Delayed]]:
+def features_tasks(cfg: Any, symbols: list[str] | None = None) -> dict[str, tuple[Delayed, Delayed]]:
     """Per symbol, its ``load-<S>`` bars task and its ``features-<S>`` task.
 
     Features go through the content-addressed cache unless ``features.cache`` is false.
     Every later stage depends on these keys, so each symbol is loaded and featurised once
     per graph and shared by reference. The benchmark symbol (``features.benchmark``) is
-    loaded once and fed to every symbol's features.
+    loaded once and fed to every symbol's features. Keys are content-addressed: two
+    configs with equal ``data`` and ``features`` sections (two trials of a study that need
+    the same feature set) name the same tasks. ``symbols``: the run's symbols when the
+    caller has them (``symbols_of``), saving a listing of the store.
     """
-    from dask_pipeline.data import load_bars
-    from dask_pipeline.features import compute_cached
-
-    symbols = symbols_of(cfg)  # also checks that the benchmark is in the store
-    data = cfg.data
+    symbols = symbols_of(cfg) if symbols is None else symbols  # also checks that the benchmark is in the store
     benchmark = cfg.features.benchmark
     wanted = symbols if benchmark is None or benchmark in symbols else [*symbols, benchmark]
-    loads = {
-        s: task(load_bars, data.root, s, data.start, data.end, dtype=data.dtype, name=f"load-{s}") for s in wanted
-    }
+    loads = {s: load_task(cfg.data, s) for s in wanted}
     bench = loads[benchmark] if benchmark is not None else None
     return {
-        s: (loads[s], task(compute_cached, loads[s], cfg.features, bench, symbol=s, name=f"features-{s}"))
+        s: (loads[s], task(cached_features, loads[s], cfg.features, bench, symbol=s, name=f"features-{s}"))
         for s in symbols
     }
+
+
+def load_task(data: Any, symbol: str) -> Delayed:
+    """The ``load-<S>`` task of ``symbol``'s bars under the ``data`` section (one key per symbol and section)."""
+    from dask_pipeline.data import load_bars
+
+    return task(load_bars, data.root, symbol, data.start, data.end, dtype=data.dtype, name=f"load-{symbol}")
+
+
+#: The topic of the scheduler's event log where ``features-<S>`` tasks say whether they
+#: computed their features or read them from the cache: ``{"key": ..., "source": "computed" | "disk"}``.
+FEATURE_EVENTS = "dask-pipeline-features"
+
+
+def cached_features(bars: Any, features: Any, benchmark: Any, *, symbol: str) -> Any:
+    """A ``features-<S>`` task: ``compute_cached``, telling the scheduler's event log
+    (``FEATURE_EVENTS``) whether it computed the frame or read it from the cache, so a
+    study can count feature work without a second look at the files. Outside a worker
+    (the synchronous scheduler) nobody is told."""
+    from dask_pipeline.features.cache import compute_or_read
+
+    frame, source = compute_or_read(bars, features, benchmark, symbol=symbol)
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return frame
+    worker.log_event(FEATURE_EVENTS, {"key": str(worker.get_current_task()), "source": source})
+    return frame
 
 
 @functools.cache
@@ -346,6 +374,7 @@ class RunNotes:
     echo: Callable[..., Any]
     lines: list[str] = field(default_factory=list)
     entries: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """The ``run.json`` entries: ``notes`` (the lines) and every ``record``-ed key."""
@@ -370,6 +399,20 @@ def run_record() -> dict[str, Any]:
     """The current run's notes and recorded entries for ``run.json`` (empty outside ``run_notes``)."""
     notes = _NOTES.get()
     return {} if notes is None else notes.record()
+
+
+def run_stage_records() -> dict[str, dict[str, Any]]:
+    """Per stage, what the current run's graph added to its ``stages.json`` row (``record_stage``)."""
+    notes = _NOTES.get()
+    return {} if notes is None else {stage: dict(values) for stage, values in notes.stages.items()}
+
+
+def record_stage(stage: str, values: dict[str, Any]) -> None:
+    """Add ``values`` (JSON-able counts, e.g. feature sets computed and reused) to the run's
+    ``stages.json`` row of ``stage``; outside a run, nothing."""
+    notes = _NOTES.get()
+    if notes is not None:
+        notes.stages.setdefault(stage, {}).update(values)
 
 
 def note(message: str) -> None:
@@ -420,11 +463,12 @@ def tell_plan(plan: Any) -> None:
     record("portfolio_periods_per_year", {str(f.index): dict(f.periods_per_year).get("portfolio") for f in plan.folds})
 
 
-def require_volume(cfg: Any) -> None:
+def require_volume(cfg: Any, key: str = "features.indicators", advice: str | None = None) -> None:
     """Raise ``ConfigError`` when an indicator that needs volume meets a symbol without any (price-only bars).
 
     Reads the ``volume`` column of each symbol, and only when the feature set has such an
-    indicator (``obv``, ``volume_z``).
+    indicator (``obv``, ``volume_z``). ``key`` is the config key the message names, and
+    ``advice`` what it suggests in place of leaving the indicators out of the list.
     """
     from dask_pipeline.data import load_bars
     from dask_pipeline.features.engine import INDICATORS
@@ -436,9 +480,9 @@ def require_volume(cfg: Any) -> None:
     for symbol in symbols_of(cfg):
         volume = load_bars(data.root, symbol, data.start, data.end, columns=["volume"], dtype="float64")["volume"]
         if len(volume) and volume.isna().all():
+            advice = advice or "leave them out of features.indicators (the default set has them)"
             raise ConfigError(
-                f"'features.indicators': {', '.join(sorted(set(needy)))} need{'s' if len(set(needy)) == 1 else ''} "
+                f"'{key}': {', '.join(sorted(set(needy)))} need{'s' if len(set(needy)) == 1 else ''} "
                 f"volume, and symbol {symbol} in "
-                f"{data.root} has none (price-only bars); leave them out of features.indicators (the default set "
-                f"has them) or leave {symbol} out with data.symbols"
+                f"{data.root} has none (price-only bars); {advice} or leave {symbol} out with data.symbols"
             )

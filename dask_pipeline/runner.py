@@ -14,7 +14,8 @@ from dask_pipeline.cluster import connect, describe
 from dask_pipeline.config import Config, dump_config, redact
 from dask_pipeline.checkpoints import clear as clear_checkpoints
 from dask_pipeline.errors import ConfigError, OutputError, ThresholdError
-from dask_pipeline.graph import check_outputs, gpu_workers, resolve_graph, run_notes, run_record, stages_of, symbols_of
+from dask_pipeline.graph import (check_outputs, gpu_workers, resolve_graph, run_notes, run_record, run_stage_records,
+                                 stages_of, symbols_of)
 from dask_pipeline.monitor import (StageMonitor, check_thresholds, format_table, portfolio_metrics, progress_display,
                                    stage_times, task_dependencies)
 from dask_pipeline.preflight import check_workers
@@ -188,6 +189,10 @@ def _compute_and_write(cfg: Config, resolved: Any, client: Any, echo: Any, progr
 
     stages = stage_times(stream.data, {**monitor.stages, **stages_of(outputs or {})},
                          {**task_dependencies(outputs or {}), **monitor.dependencies}, monitor.samples)
+    for stage, extra in run_stage_records().items():  # what the graph counted itself (feature sets reused, ...)
+        stages.setdefault(stage, {"tasks": 0, "wall_seconds": 0.0, "compute_seconds": 0.0, "share": 0.0,
+                                  "transfer_seconds": 0.0, "transfer_bytes": 0, "peak_worker_memory": None,
+                                  "workers": {}}).update(extra)
     crossed = check_thresholds(stages, cfg.monitor, portfolio_metrics(values.get("folds")))
     record = {
         "run": cfg.output.run_name,

@@ -57,6 +57,8 @@ def describe_error(err: dict[str, Any], root: type[BaseModel]) -> str:
     if not loc:  # a check across sections: its message names the keys itself
         return message
     dotted = ".".join(loc)
+    if message.startswith(f"'{dotted}."):  # the validator names a key deeper than where it runs
+        return message
     if err["type"] == "extra_forbidden":
         valid = valid_names(root, err["loc"][:-1])
         hint = did_you_mean(loc[-1], valid)

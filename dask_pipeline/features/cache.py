@@ -90,19 +90,32 @@ def compute_cached(
     DataFrame
         Identical to ``compute(bars, spec, benchmark)``.
     """
+    return compute_or_read(bars, spec, benchmark, cache_dir=cache_dir, symbol=symbol)[0]
+
+
+def compute_or_read(
+    bars: pd.DataFrame,
+    spec=None,
+    benchmark: pd.DataFrame | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    symbol: str | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """:func:`compute_cached`, and where its frame came from: ``"disk"`` (a verified cache
+    file) or ``"computed"`` (by the kernels: a miss, a damaged file, or no cache)."""
     enabled = getattr(spec, "cache", True)
     directory = cache_dir if cache_dir is not None else getattr(spec, "cache_dir", None)
     if not enabled or directory is None:
-        return engine.compute(bars, spec, benchmark, symbol=symbol)
+        return engine.compute(bars, spec, benchmark, symbol=symbol), "computed"
 
     path = Path(directory) / f"{cache_key(bars, spec, benchmark, symbol=symbol)}.parquet"
     cached = _read(path, engine.feature_columns(spec), len(bars))
     if cached is not None:
         cached.index = bars.index
-        return cached
+        return cached, "disk"
     features = engine.compute(bars, spec, benchmark, symbol=symbol)
     _write(path, features)
-    return features
+    return features, "computed"
 
 
 def content_hash(frame: pd.DataFrame) -> str:

@@ -36,6 +36,7 @@ import pandas as pd
 
 from dask_pipeline.errors import DaskPipelineError, ExtensionError
 from dask_pipeline.features import engine
+from dask_pipeline.features.address import ENABLED, SECTION_KEYS
 from dask_pipeline.usercode import code_identity
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -83,6 +84,8 @@ def make_indicator(
     """The registry entry of a user indicator (what ``indicator`` registers), validated."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ExtensionError(f"indicator name {name!r}: use lowercase letters, digits and '_', starting with a letter")
+    if name in SECTION_KEYS:  # features.<name>.<param> would name the section's own key
+        raise ExtensionError(f"indicator name {name!r} is a key of the features section; choose another name")
     if not callable(func):
         raise ExtensionError(f"indicator {name!r}: expected a function, got {type(func).__name__}")
     outs = (name,) if outputs is None else tuple(outputs)
@@ -186,6 +189,9 @@ def _params(name: str, func: Callable[..., Any], bounds: dict[str, tuple[float, 
         if isinstance(default, bool) or not isinstance(default, int | float):
             raise ExtensionError(f"indicator {name!r}: parameter {item.name!r} defaults to {default!r}; "
                                  "parameters are numbers (int or float)")
+        if item.name == ENABLED:
+            raise ExtensionError(f"indicator {name!r}: a parameter cannot be named {ENABLED!r} "
+                                 f"(features.{name}.{ENABLED} turns the indicator on and off)")
         kind = int if isinstance(default, int) else float
         low, high = bounds.get(item.name, (-math.inf, math.inf))
         param = engine.Param(default, low, high, kind)

@@ -3,7 +3,8 @@
 ``IndicatorSpec`` accepts the long form ``{name: sma, params: {window: 20}}``, the short
 YAML form ``- sma: {window: 20}`` and a bare name (``- obv``). Parameters are checked
 against the indicator registry at load and completed with defaults, so a loaded spec
-always carries every parameter, in declared order.
+always carries every parameter, in declared order. Keys such as ``features.rsi.window``
+name a listed indicator by its registry name (``features.address``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from dask_pipeline.features.address import apply_addresses
 from dask_pipeline.features.engine import DEFAULT_SET, INDICATORS, resolve_params
 from dask_pipeline.schema import Section
 
@@ -59,6 +61,12 @@ class FeaturesConfig(Section):
     cache: bool = True
     cache_dir: str = ".cache/features"
     benchmark: str | None = None  # symbol whose returns feed corr/beta
+
+    @model_validator(mode="before")
+    @classmethod
+    def _addressed(cls, data: Any) -> Any:
+        # features.<indicator>.<param> / .enabled keys, applied to the list before it is validated.
+        return apply_addresses(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _consistent(self) -> "FeaturesConfig":

@@ -8,10 +8,16 @@ k reported, so a pruned trial's remaining folds never run; without one (``pruner
 or several metrics) a trial's folds are submitted at once. Up to ``concurrency`` trials
 run side by side; ``distributed.as_completed`` wakes the driver as each fold finishes.
 
-- **Shared inputs.** Bars and features are computed once per study (``features_tasks``,
-  through the feature cache) and every fold task takes them as futures, by reference.
-  The search space therefore cannot touch ``data.*`` or ``features.*``: that is rejected
-  at load (run one study per feature set).
+- **Shared inputs.** Bars are loaded once per study and every fold task takes them as
+  futures, by reference; the space cannot touch ``data.*`` (rejected at load: run one
+  study per data set). It can touch indicator parameters (``features.rsi.window``,
+  ``features.obv.enabled``): each trial's folds take the ``features-<S>`` results of its
+  own feature set, keyed by content, so trials that need the same set share its tasks.
+  ``FeaturePool`` (``tuning.inputs``) keeps each set on the cluster while its trials run
+  and then within ``tune.feature_memory``, least recently used let go of first; a set
+  asked for again is read from the feature cache, never computed twice in a study
+  (across resumes too). Each trial records its set and where it came from (computed,
+  disk, memory) in ``trials.parquet``; the counts go to ``stages.json``.
 - **Storage.** Only the driver touches it. Default: a journal file ``study.journal`` in
   the run folder; ``tune.storage`` takes another file path or any Optuna storage URL
   (``sqlite:///...``, ``postgresql://...``), which lets several drivers share one study.
@@ -41,8 +47,9 @@ The fold evaluation (``evaluate_fold``) is a plain stage function; Optuna is imp
 only by the driver, never on the workers.
 """
 
-from dask_pipeline.tuning.driver import (AGGREGATES, LiveTrial, SharedInputs, StudyDriver, evaluate_fold, run_fold,
-                                         run_study, share_inputs)
+from dask_pipeline.tuning.driver import AGGREGATES, LiveTrial, StudyDriver, evaluate_fold, run_fold, run_study
+from dask_pipeline.tuning.inputs import (FeaturePool, FeatureSet, SharedInputs, check_feature_space, feature_set_id,
+                                         share_inputs)
 from dask_pipeline.tuning.outputs import (best_params, best_trial, pareto_front, save_plots, study_outputs,
                                           study_summary, trials_frame)
 from dask_pipeline.tuning.space import (KINDS, NOT_OBJECTIVE, SHARED_SECTIONS, TUNABLE_METRICS, UNTUNABLE, Param,
@@ -54,10 +61,10 @@ from dask_pipeline.tuning.study import (PRUNERS, SAMPLERS, Outcome, StudyError, 
 
 __all__ = [
     "AGGREGATES", "KINDS", "NOT_OBJECTIVE", "PRUNERS", "SAMPLERS", "SHARED_SECTIONS", "TUNABLE_METRICS", "UNTUNABLE",
-    "JournalFlock", "LiveTrial", "Outcome", "Param", "SharedInputs", "StudyDriver", "StudyError", "StudyState",
-    "TuneConfig", "apply_params", "best_params", "best_trial", "cached_median_pruner", "check_space", "driver_alive",
-    "driver_identity", "evaluate_fold", "group_commit_journal", "make_storage", "objective_digest", "open_study",
-    "optuna_quiet",
-    "pareto_front", "run_fold", "run_study", "save_plots", "scan_trials", "share_inputs", "signature",
-    "storage_group", "storage_name", "study_outputs", "study_summary", "tell", "trials_frame",
+    "FeaturePool", "FeatureSet", "JournalFlock", "LiveTrial", "Outcome", "Param", "SharedInputs", "StudyDriver",
+    "StudyError", "StudyState", "TuneConfig", "apply_params", "best_params", "best_trial", "cached_median_pruner",
+    "check_feature_space", "check_space", "driver_alive", "driver_identity", "evaluate_fold", "feature_set_id",
+    "group_commit_journal", "make_storage", "objective_digest", "open_study", "optuna_quiet", "pareto_front",
+    "run_fold", "run_study", "save_plots", "scan_trials", "share_inputs", "signature", "storage_group",
+    "storage_name", "study_outputs", "study_summary", "tell", "trials_frame",
 ]

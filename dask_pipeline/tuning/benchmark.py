@@ -1,5 +1,6 @@
-"""``dask-pipeline bench tune``: the study driver's overhead per trial, resume time, and real
-walk-forward trials on Dask against ``study.optimize``."""
+"""``dask-pipeline bench tune``: the study driver's overhead per trial, resume time, real
+walk-forward trials on Dask against ``study.optimize``, and a search over an indicator window
+with feature sets shared across trials against features recomputed per trial."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dask_pipeline.bench import timed, warm_worker
+from dask_pipeline.tuning.inputs import FeaturePool, FeatureSet, bundle_inputs, feature_set_id
 
 
 #: The search of ``bench tune``: three continuous hist_gbm / backtest parameters (no duplicates).
@@ -101,7 +103,9 @@ def bench_tune(trials_overhead: int = 1000, resume_trials: int = 10_000, wf_tria
                     cfg = tune_cfg(f"overhead-{what}-{r}", n, sampler, "median", concurrency=OVERHEAD_CONCURRENCY)
                     study, state = tuning.open_study(cfg, quiet)
                     inputs = tuning.share_inputs(cfg, client)
-                    client.gather(inputs.features)
+                    held, _ = inputs.pool.acquire(cfg)  # the one feature set, computed before the clock starts
+                    client.gather(held.futures)
+                    inputs.pool.release(held)
                     journal = study._storage._backend
                     commits = journal.commits
                     with tuning.optuna_quiet():
@@ -207,13 +211,14 @@ def _dispatch_calls(driver) -> None:
 
     c, inputs = driver.cfg, driver.inputs
     folds = driver._layout(c)
+    held, _ = driver.pool.acquire(c)
     completed = as_completed(loop=driver.client.loop, with_results=True, raise_errors=False)
     where: dict[str, tuple[int, int]] = {}
 
     def submit(number: int, k: int) -> None:
         key = f"dispatch-{number:04d}-fold-{k:02d}"
         where[key] = (number, k)
-        completed.add(driver.client.submit(_no_objective, folds[k], inputs.symbols, inputs.bars, inputs.features,
+        completed.add(driver.client.submit(_no_objective, folds[k], inputs.symbols, inputs.bars, held.futures,
                                            c.label, c.model, c.backtest, c.seed, key=key))
 
     started = live = 0
@@ -229,6 +234,7 @@ def _dispatch_calls(driver) -> None:
             submit(number, k + 1)
         else:
             live -= 1
+    driver.pool.release(held)
 
 
 def _plain_objective(cfg) -> Callable[[Any], float]:
@@ -320,13 +326,181 @@ def _fill_study(cfg, n: int) -> None:
     study.add_trials(trials)
 
 
+def feature_space(windows: int) -> dict[str, dict[str, Any]]:
+    """The search of the features row: ``features.rsi.window`` over ``windows`` values (6, 8,
+    10, ...) and two continuous hist_gbm parameters."""
+    return {
+        "features.rsi.window": {"categorical": [6 + 2 * i for i in range(windows)]},
+        "model.params.learning_rate": {"float": [0.02, 0.3], "log": True},
+        "model.params.l2_regularization": {"float": [0.0, 1.0]},
+    }
+
+
+def bench_tune_features(trials: int = 64, windows: int = 8, workers: int = 2, repeats: int = 1, *,
+                        workload: str = "medium", preset: str = "fast", client: Any = None) -> pd.DataFrame:
+    """The features row of ``dask-pipeline bench tune``: feature sets shared across trials
+    against features recomputed per trial.
+
+    A study of ``trials`` trials over ``feature_space(windows)`` on
+    ``configs/workloads/<workload>.yaml`` (model preset ``preset``), random sampler with one
+    seed and no pruner, ``workers`` trials at a time on a local cluster of ``workers``
+    single-threaded workers (warmed), run twice: with the study's ``FeaturePool`` (each
+    feature set computed once, a fresh feature cache), and with a pool that gives every
+    trial its own ``features-<S>`` tasks with the cache bypassed. Both draw the same
+    parameter sets; their values are checked equal. Feature computations are counted from
+    the tasks' own events (``graph.FEATURE_EVENTS``). ``repeats`` timed runs of each, interleaved
+    (the first pair recomputing first, the next sharing first, ...), medians reported.
+    ``client``: a cluster to use instead of starting one of ``workers``. ``client``: a cluster to use instead of a local one of ``workers``.
+
+    Returns
+    -------
+    DataFrame
+        The rows of ``bench_tune``'s table (``measure``, ``value``, ``unit``, ``target``,
+        ``others_cores``); its ``attrs["note"]`` says what a trial's feature work costs
+        against its folds.
+    """
+    import contextlib
+    import gc
+    import tempfile
+    from dataclasses import replace
+
+    from dask_pipeline import tuning
+    from dask_pipeline.bench import wait_until_forgotten
+    from dask_pipeline.cluster import connect
+    from dask_pipeline.config import REPO_CONFIGS, ClusterConfig, load_config
+    from dask_pipeline.runner import prepare_data
+
+    path = REPO_CONFIGS / "workloads" / f"{workload}.yaml"
+    quiet = lambda *a, **k: None  # noqa: E731
+    space = feature_space(windows)
+    with tempfile.TemporaryDirectory(prefix="bench-tune-features-") as tmp:
+
+        def study_cfg(name: str):
+            # A cache of its own per run: each shared run computes its sets (none is read from an earlier run).
+            return load_config(path, [
+                "graph=tune", f"preset={preset}", f"features.cache_dir={tmp}/cache-{name}", f"output.dir={tmp}",
+                f"output.run_name={name}", f"tune.n_trials={trials}", "tune.sampler=random", "tune.pruner=none",
+                f"tune.concurrency={workers}", "tune.seed=5", f"tune.space={space}",
+            ])
+
+        prepare_data(study_cfg("data"), echo=quiet)
+        runs: dict[str, list[dict[str, Any]]] = {"recomputed": [], "shared": []}
+        own = connect(ClusterConfig(n_workers=workers, dashboard=False)) if client is None else \
+            contextlib.nullcontext(client)
+        with own as client:
+            client.wait_for_workers(workers)
+            client.run(warm_worker)
+            for r in range(repeats):
+                for way in ("recomputed", "shared") if r % 2 == 0 else ("shared", "recomputed"):
+                    cfg = study_cfg(f"{way}-{r}")
+                    found: dict[str, Any] = {}
+
+                    def run_study() -> None:
+                        study, state = tuning.open_study(cfg, quiet)
+                        inputs = tuning.share_inputs(cfg, client)
+                        if way == "recomputed":
+                            inputs.pool.close()
+                            inputs = replace(inputs, pool=RecomputedFeatures(client, cfg, inputs.symbols, inputs.bars,
+                                                                             0))
+                        tuning.run_study(study, state, cfg, client, inputs, quiet)
+                        inputs.pool.close()
+                        found["counts"], found["symbols"] = inputs.pool.counts, len(inputs.symbols)
+
+                    wall, others = timed(run_study)
+                    gc.collect()  # the study's futures go with it: the next run starts from an empty cluster
+                    wait_until_forgotten(client)
+                    runs[way].append({"wall": wall, "others": others,
+                                      "values": _values(tuning.open_study(cfg, quiet)[0]), **found})
+        feature_seconds = _feature_seconds(study_cfg("data"))
+    shared, again = runs["shared"][0], runs["recomputed"][0]  # their counts are the same on every repeat
+    sets, n = len(shared["counts"].sets), shared["symbols"]
+    values = [run["values"] for way in runs.values() for run in way]
+    same = all(v == values[0] for v in values) and len(values[0]) == trials
+    wall = {way: statistics.median(run["wall"] for run in done) for way, done in runs.items()}
+    others = {way: statistics.median(run["others"] for run in done) for way, done in runs.items()}
+    what = f"{trials} trials over features.rsi.window ({windows} values) x 2 model parameters, {workload}, {preset}"
+    rows = [
+        {"measure": f"feature computations (symbol x set), recomputed per trial: {what}",
+         "value": again["counts"].tasks["computed"], "unit": "count", "target": f"= {trials} trials x {n} symbols",
+         "others_cores": float("nan")},
+        {"measure": "feature computations, shared across trials",
+         "value": shared["counts"].tasks["computed"], "unit": "count",
+         "target": f"= {sets} sets x {n} symbols = {sets * n}", "others_cores": float("nan")},
+        {"measure": f"wall time, features recomputed per trial ({workers} workers)", "value": wall["recomputed"],
+         "unit": "s", "target": "", "others_cores": others["recomputed"]},
+        {"measure": f"wall time, feature sets shared ({workers} workers)", "value": wall["shared"], "unit": "s",
+         "target": "", "others_cores": others["shared"]},
+        {"measure": "speedup of sharing" + (", same trials and values" if same else " (trial values DIFFER)"),
+         "value": wall["recomputed"] / wall["shared"], "unit": "x", "target": ">= 2x", "others_cores": float("nan")},
+    ]
+    table = pd.DataFrame(rows)
+    table.attrs["note"] = (
+        f"Features row: random sampler with one seed on both sides (the same {trials} parameter sets), no pruner, "
+        f"{workers} trials at a time; {shared['counts'].trials['memory']} shared trials found their set in memory, "
+        f"{shared['counts'].trials['disk']} in the cache. One feature set of {n} symbols takes "
+        f"{feature_seconds * 1e3:.1f} ms to compute on one core; a trial, {wall['shared'] * workers / trials:.2f} s "
+        f"of a worker (its folds). Wall times: median of {repeats} runs each, interleaved."
+    )
+    return table
+
+
+def _feature_seconds(cfg: Any, repeats: int = 5) -> float:
+    """Median seconds of one feature set of ``cfg`` over all its symbols, in this process (warm)."""
+    import statistics
+    import time
+
+    from dask_pipeline.data import load_bars
+    from dask_pipeline.features import compute
+    from dask_pipeline.graph import symbols_of
+
+    data = cfg.data
+    bars = [load_bars(data.root, s, data.start, data.end, dtype=data.dtype) for s in symbols_of(cfg)]
+    compute(bars[0], cfg.features)
+    spent = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in bars:
+            compute(b, cfg.features)
+        spent.append(time.perf_counter() - start)
+    return statistics.median(spent)
+
+
+class RecomputedFeatures(FeaturePool):
+    """The features row's baseline: every trial computes its own feature set (``features-<S>``
+    tasks keyed by the trial, the cache bypassed) and lets go of it when it finishes."""
+
+    def acquire(self, cfg: Any) -> tuple[FeatureSet, bool]:
+        from dask.base import tokenize
+
+        from dask_pipeline.graph import cached_features
+
+        if cfg.features.benchmark is not None:
+            raise ValueError("the features row has no benchmark symbol")
+        self._clock += 1
+        features = cfg.features.model_copy(update={"cache": False})
+        set_id = feature_set_id(features)
+        self.counts.sets.add(set_id)
+        token = tokenize(features, self._clock)[:8]
+        self._expect(set_id, [f"features-{s}-{token}" for s in self.symbols])
+        futures = [self.client.submit(cached_features, bars, features, None, symbol=s, key=f"features-{s}-{token}")
+                   for s, bars in zip(self.symbols, self.bars)]
+        bundle = self.client.submit(bundle_inputs, self.symbols, self.bars, futures, key=f"tune-inputs-{token}")
+        return FeatureSet(set_id, futures, bundle, users=1, last_used=self._clock), False
+
+    def release(self, held: FeatureSet, fit: bool = True) -> None:
+        for future in (*held.futures, held.bundle):
+            future.release()
+
+
 def format_tune_table(df: pd.DataFrame) -> str:
     """The bench-tune table as text (with its note on how the trials were drawn)."""
-    shown = df.assign(
-        value=[f"{v:,.3f} {u}" for v, u in zip(df["value"], df["unit"])],
-        others_cores=df.others_cores.map(lambda x: "" if x != x else f"{x:.2f}"),
-    )[["measure", "value", "target", "others_cores"]]
-    text = shown.to_string(index=False, justify="left")
+    rows = [("measure", "value", "target", "others_cores")]
+    for r in df.itertuples():
+        value = f"{int(r.value):,}" if r.unit == "count" else f"{r.value:,.3f} {r.unit}"
+        rows.append((r.measure, value, r.target, "" if r.others_cores != r.others_cores else f"{r.others_cores:.2f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    text = "\n".join(f"{m:<{widths[0]}}  {v:>{widths[1]}}  {t:<{widths[2]}}  {o:>{widths[3]}}".rstrip()
+                     for m, v, t, o in rows)
     note = df.attrs.get("note")
     return text + ("\n" + note if note else "")
 

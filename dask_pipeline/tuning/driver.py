@@ -17,10 +17,11 @@ from dask_pipeline.backtest import PORTFOLIO, BacktestConfig
 from dask_pipeline.errors import DaskPipelineError
 from dask_pipeline.folds import Fold, plan_folds
 from dask_pipeline.models import LabelConfig, ModelConfig, resolve_device
+from dask_pipeline.tuning.inputs import FeatureSet, SharedInputs
 from dask_pipeline.tuning.space import TUNABLE_METRICS, TuneConfig, apply_params, signature
 from dask_pipeline.tuning.storage import storage_group
 from dask_pipeline.tuning.study import (PRUNERS, Outcome, StudyState, optuna_quiet, driver_identity, tell)
-from dask_pipeline.walkforward import backtest_fold, train_fold
+from dask_pipeline.walkforward import backtest_fold, min_history, require_history, train_fold
 
 
 def evaluate_fold(
@@ -54,31 +55,12 @@ AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
 
 
 
-@dataclass(frozen=True)
-class SharedInputs:
-    """Bars and features as futures (computed once, shared by every trial), each symbol's
-    timestamps (what trials lay their folds on), and ``bundle``: one future of ``(symbols,
-    bars, features)`` that the fold tasks take (one dependency instead of two per symbol:
-    less for the client to pack and the scheduler to track on each of the study's
-    thousands of fold tasks; the frames are the same objects)."""
-
-    symbols: list[str]
-    bars: list[Any]
-    features: list[Any]
-    stamps: dict[str, pd.DatetimeIndex]
-    bundle: Any = None
-
-
 def _has_gpu_workers(client: Any) -> bool:
     try:
         info = client.scheduler_info(n_workers=-1)  # every worker, not the first few
     except TypeError:  # distributed before the n_workers argument lists them all anyway
         info = client.scheduler_info()
     return any("GPU" in (w.get("resources") or {}) for w in info["workers"].values())
-
-
-def _bundle(symbols: list[str], bars: list[pd.DataFrame], features: list[pd.DataFrame]) -> tuple:
-    return symbols, bars, features
 
 
 def run_fold(evaluate: Callable[..., dict[str, float]], job: bytes, k: int, bundle: tuple) -> dict[str, float]:
@@ -92,28 +74,9 @@ def run_fold(evaluate: Callable[..., dict[str, float]], job: bytes, k: int, bund
     return evaluate(folds[k], symbols, bars, features, label, model, backtest, seed)
 
 
-def share_inputs(cfg: Any, client: Any) -> SharedInputs:
-    """Compute every symbol's bars and features once on the cluster; keep them as futures."""
-    from dask.base import tokenize
-
-    from dask_pipeline.graph import features_tasks, fold_plan, symbols_of, tell_plan
-
-    symbols = symbols_of(cfg)
-    per_symbol = features_tasks(cfg)
-    futures = client.compute([per_symbol[s][0] for s in symbols] + [per_symbol[s][1] for s in symbols],
-                             retries=cfg.cluster.retries)
-    # Folds are laid out on the client from each symbol's timestamps: only closes are read.
-    plan = fold_plan(cfg)
-    tell_plan(plan)
-    bars, features = futures[: len(symbols)], futures[len(symbols):]
-    bundle = client.submit(_bundle, symbols, bars, features,
-                           key=f"tune-inputs-{tokenize(symbols, [f.key for f in futures])[:8]}")
-    return SharedInputs(symbols, bars, features, plan.stamps, bundle)
-
-
 @dataclass
 class LiveTrial:
-    """A trial being evaluated: its config, folds, fold values so far, futures, waiting twins."""
+    """A trial being evaluated: its config, folds, feature set, fold values so far, futures, waiting twins."""
 
     trial: Any
     cfg: Any
@@ -122,6 +85,8 @@ class LiveTrial:
     started: float
     job: bytes = b""  # its fold tasks' argument: (folds, label, model, backtest, seed), pickled
     token: str = ""  # of its fold tasks' arguments, in their keys
+    features: FeatureSet | None = None
+    reused: bool = False  # its feature set was held already when it started
     values: dict[int, dict[str, float]] = field(default_factory=dict)
     futures: dict[int, Any] = field(default_factory=dict)
     twins: list[Any] = field(default_factory=list)
@@ -173,9 +138,9 @@ class StudyDriver:
         # trials' folds then go to those workers; cuda without them stops here, before any trial.
         self.gpu_workers = _has_gpu_workers(client)
         resolve_device(cfg.model, self.gpu_workers)
-        from dask.base import tokenize
-
-        self._base_token = tokenize(self.evaluate, self.inputs.bundle.key).encode()
+        self.pool = inputs.pool
+        self._lengths = {s: len(stamps) for s, stamps in inputs.stamps.items()}
+        self._base_tokens: dict[str, bytes] = {}  # per feature set's bundle key
 
     def run(self) -> None:
         """Ask, evaluate and tell until ``n_trials`` count, ``timeout`` passes or the grid is covered."""
@@ -204,6 +169,16 @@ class StudyDriver:
             self.echo(f"tune: timeout of {self.tune.timeout:g} s reached after {self.asked} new trials")
         if self._grid_covered() and self.counted < self.tune.n_trials:
             self.echo(f"tune: the grid's {self.grid_size} points are all evaluated; stopping before n_trials")
+        if self.tune.searches_features and self.asked:
+            self.echo(self._features_line())
+
+    def _features_line(self) -> str:
+        c = self.pool.counts
+        return (f"tune: feature sets: {len(c.sets)} distinct over {len(self.inputs.symbols)} symbols, "
+                f"{c.tasks['computed']} symbol-sets computed and {c.tasks['disk']} read from the cache; trials: "
+                f"{c.trials['computed']} computed theirs, {c.trials['memory']} shared one held in memory, "
+                f"{c.trials['disk']} read theirs from the cache; {c.released} sets let go of under "
+                f"tune.feature_memory ({self.tune.feature_memory})")
 
     # ------------------------------------------------------------------ ask
 
@@ -224,6 +199,9 @@ class StudyDriver:
             trial_cfg = apply_params(self.cfg, params)
             trial_cfg = trial_cfg.model_copy(update={"model": resolve_device(trial_cfg.model, self.gpu_workers)})
             folds = self._layout(trial_cfg)
+            # Longer windows or a longer horizon than the config's may need more history than a symbol has.
+            require_history(self._lengths, min_history(trial_cfg.features, trial_cfg.label.horizon), trial_cfg.data)
+            features, reused = self.pool.acquire(trial_cfg)
         except DaskPipelineError as exc:
             self._tell_failed(trial, str(exc))
             return
@@ -231,8 +209,9 @@ class StudyDriver:
                            protocol=pickle.HIGHEST_PROTOCOL)
         # One token for all of the trial's fold tasks (fold k's key adds k), so two studies or
         # runs sharing a scheduler never mistake each other's trial-N-fold-K for their own.
-        token = hashlib.sha1(self._base_token + job).hexdigest()[:8]
-        live = LiveTrial(trial, trial_cfg, folds, sig, time.perf_counter(), job, token)
+        token = hashlib.sha1(self._base_token(features) + job).hexdigest()[:8]
+        live = LiveTrial(trial, trial_cfg, folds, sig, time.perf_counter(), job, token, features=features,
+                         reused=reused)
         self.live[trial.number] = live
         self.running[sig] = trial.number
         for k in [0] if self.pruned_stepwise else range(len(folds)):
@@ -245,9 +224,17 @@ class StudyDriver:
                                           cfg.backtest.periods_per_year).folds
         return self._folds[key]
 
+    def _base_token(self, features: FeatureSet) -> bytes:
+        key = features.bundle.key
+        if key not in self._base_tokens:
+            from dask.base import tokenize
+
+            self._base_tokens[key] = tokenize(self.evaluate, key).encode()
+        return self._base_tokens[key]
+
     def _submit(self, live: LiveTrial, k: int) -> None:
         key = f"trial-{live.trial.number:04d}-fold-{k:02d}-{live.token}"
-        future = self.client.submit(run_fold, self.evaluate, live.job, k, self.inputs.bundle, key=key,
+        future = self.client.submit(run_fold, self.evaluate, live.job, k, live.features.bundle, key=key,
                                     retries=self.cfg.cluster.retries,
                                     resources={"GPU": 1} if live.cfg.model.device == "cuda" else None)
         self.by_key[key] = (live.trial.number, k)
@@ -266,7 +253,9 @@ class StudyDriver:
         number, k = where
         live = self.live[number]
         live.futures.pop(k)
-        if isinstance(row, BaseException):  # the fold's own error, reported on the trial
+        if future.status == "error" and isinstance(row, tuple):
+            row = row[1]  # as_completed hands an erred future's (type, exception, traceback)
+        if isinstance(row, BaseException):  # the fold's own error (or its inputs'), reported on the trial
             first_line = (str(row).splitlines() or [""])[0]
             self._finish(live, "FAIL", error=f"fold {k}: {type(row).__name__}: {first_line}")
             return
@@ -300,6 +289,7 @@ class StudyDriver:
             if bad:
                 state, error = "FAIL", f"{', '.join(bad)} is not finite over the folds {[folds[m] for m in bad]}"
         trial.set_user_attr("folds", folds)
+        self._let_go_of_features(live)
         if state == "FAIL":
             trial.set_user_attr("error", error)
             tell(self.study, trial, state=TrialState.FAIL)
@@ -317,6 +307,17 @@ class StudyDriver:
                 self._tell_failed(twin, f"duplicate of trial {trial.number}, which failed", quiet=True)
             else:
                 self._tell_duplicate(twin, outcome)
+
+    def _let_go_of_features(self, live: LiveTrial) -> None:
+        """Record where the trial's feature set came from (user attribute ``features``) and release it."""
+        held = live.features
+        if held is None:
+            return
+        source = "memory" if live.reused else self.pool.source(held)
+        live.trial.set_user_attr("features", {"set": held.id, "source": source})
+        self.pool.tell_trial(source)
+        live.features = None
+        self.pool.release(held)
 
     def _tell_duplicate(self, trial: Any, outcome: Outcome) -> None:
         from optuna.trial import TrialState
@@ -344,6 +345,9 @@ class StudyDriver:
         for live in list(self.live.values()):
             for future in live.futures.values():
                 future.cancel()
+            if live.features is not None:
+                self.pool.release(live.features, fit=False)
+                live.features = None
             for trial in [live.trial, *live.twins]:
                 self.study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
                 tell(self.study, trial, state=TrialState.FAIL)

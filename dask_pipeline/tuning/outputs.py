@@ -58,7 +58,10 @@ def trials_frame(trials: Sequence[Any], tune: TuneConfig) -> pd.DataFrame:
     ``params_<path>`` per searched path, ``fold_values`` (list; or ``fold_values_<metric>``),
     ``n_folds`` (of the trial's layout), ``duration`` (seconds), ``duplicate_of``,
     ``rerun_of``, ``error`` (why it failed; ``interrupted`` for a trial re-queued after its
-    driver stopped).
+    driver stopped), ``features_set`` (its feature set, ``tuning.feature_set_id``) and
+    ``features_source``: where the trial's folds got it, ``computed`` (for this trial),
+    ``disk`` (the feature cache) or ``memory`` (held on the cluster for another trial);
+    empty for a trial that never ran folds (a duplicate, a config error).
     """
     metrics = tune.metrics
     requeued = {t.user_attrs["rerun_of"] for t in trials if "rerun_of" in t.user_attrs}
@@ -82,6 +85,8 @@ def trials_frame(trials: Sequence[Any], tune: TuneConfig) -> pd.DataFrame:
         row["duration"] = t.duration.total_seconds() if t.duration is not None else None
         row["duplicate_of"] = t.user_attrs.get("duplicate_of")
         row["rerun_of"] = t.user_attrs.get("rerun_of")
+        row["features_set"] = t.user_attrs.get("features", {}).get("set")
+        row["features_source"] = t.user_attrs.get("features", {}).get("source")
         row["error"] = "interrupted" if t.number in requeued and t.state.name == "FAIL" else t.user_attrs.get("error")
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -94,17 +99,26 @@ def trials_frame(trials: Sequence[Any], tune: TuneConfig) -> pd.DataFrame:
     for column in [c for c in frame.columns if c.startswith("params_")]:
         if frame[column].map(type).nunique() > 1 and not pd.api.types.is_numeric_dtype(frame[column]):
             frame[column] = frame[column].map(lambda v: None if v is None else str(v))
-    frame["error"] = frame["error"].astype("str").where(frame["error"].notna(), None)
+    for column in ("error", "features_set", "features_source"):
+        frame[column] = frame[column].astype("str").where(frame[column].notna(), None)
     return frame
 
 
 def study_summary(trials: Sequence[Any]) -> dict[str, int]:
-    """Counts over the whole study: states, duplicates, interruptions, folds run and skipped."""
+    """Counts over the whole study: states, duplicates, interruptions, folds run and skipped,
+    distinct feature sets, and trials by where their feature set came from."""
     requeued = {t.user_attrs["rerun_of"] for t in trials if "rerun_of" in t.user_attrs}
     summary = dict.fromkeys(("trials", "complete", "pruned", "failed", "interrupted", "duplicates",
-                             "folds_run", "folds_skipped"), 0)
+                             "folds_run", "folds_skipped", "feature_sets", "features_computed",
+                             "features_from_cache", "features_from_memory"), 0)
     summary["trials"] = len(trials)
+    sets = {t.user_attrs["features"].get("set") for t in trials if "features" in t.user_attrs}
+    summary["feature_sets"] = len(sets - {None})
     for t in trials:
+        source = t.user_attrs.get("features", {}).get("source")
+        if source in ("computed", "disk", "memory"):
+            summary[{"computed": "features_computed", "disk": "features_from_cache",
+                     "memory": "features_from_memory"}[source]] += 1
         state = t.state.name
         folds = t.user_attrs.get("folds", {})
         done = max((len(v) for k, v in folds.items() if k != "n"), default=0)

@@ -3,8 +3,10 @@ parameters become a config.
 
 A path in ``tune.space`` is a dotted config key; ``check_space`` proves at load that the
 config accepts every probed value of its distribution, and ``apply_params`` builds a
-trial's config. The root config class is taken from the config passed in, so this module
-never imports ``dask_pipeline.config`` (which imports it for ``TuneConfig``).
+trial's config. Indicator parameters are paths too (``features.rsi.window``,
+``features.sma.1.window``, ``features.obv.enabled``: ``features.address``). The root
+config class is taken from the config passed in, so this module never imports
+``dask_pipeline.config`` (which imports it for ``TuneConfig``).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ KINDS = ("int", "float", "categorical")
 #: Walk-forward metrics a study can optimise: columns of a fold's ``portfolio`` row.
 TUNABLE_METRICS = (*METRICS, *TRADE_METRICS)
 #: Sections a trial may not change: they are computed once and shared by every trial.
-SHARED_SECTIONS = ("data", "features")
+SHARED_SECTIONS = ("data",)
 #: Sections that describe how a run is executed or the search itself, never a trial.
 UNTUNABLE = ("graph", "tune", "cluster", "output")
 #: The search parameters that do not change what a trial's value means.
-NOT_OBJECTIVE = ("n_trials", "timeout", "sampler", "pruner", "seed", "concurrency", "storage", "study_name")
+NOT_OBJECTIVE = ("n_trials", "timeout", "sampler", "pruner", "seed", "concurrency", "storage", "study_name",
+                 "feature_memory")
 
 
 # --------------------------------------------------------------------------- config
@@ -163,6 +166,8 @@ class TuneConfig(Section):
     ``seed`` defaults to the config's ``seed``; ``concurrency`` to the number of workers;
     ``storage`` to ``study.journal`` in the run folder; ``study_name`` to the run name.
     ``timeout`` (seconds) stops asking for new trials; running ones finish.
+    ``feature_memory`` bounds the feature sets the driver keeps on the cluster between the
+    trials that use them (a size such as ``2GiB``; see ``tuning.inputs.FeaturePool``).
     """
 
     n_trials: int = Field(20, ge=1)
@@ -177,6 +182,7 @@ class TuneConfig(Section):
     storage: str | None = None
     study_name: str | None = None
     round_digits: int = Field(10, ge=1, le=17)
+    feature_memory: str = "2GiB"
     space: dict[str, Param] = Field(default_factory=dict)
 
     @field_validator("metric")
@@ -194,6 +200,19 @@ class TuneConfig(Section):
                 raise ValueError(f"unknown metric {name!r}{hint}; known: {', '.join(TUNABLE_METRICS)}")
         if len(set(names)) != len(names):
             raise ValueError(f"{names} names a metric twice")
+        return value
+
+    @field_validator("feature_memory")
+    @classmethod
+    def _is_size(cls, value: str) -> str:
+        from dask.utils import parse_bytes
+
+        try:
+            size = parse_bytes(value)
+        except (ValueError, TypeError):
+            raise ValueError(f"{value!r} is not a size (expected e.g. 2GiB or 500MB)") from None
+        if size < 0:
+            raise ValueError(f"{value!r} is negative; expected a size such as 2GiB")
         return value
 
     @field_validator("storage")
@@ -231,6 +250,18 @@ class TuneConfig(Section):
         return self
 
     @property
+    def feature_memory_bytes(self) -> int:
+        """``feature_memory`` in bytes."""
+        from dask.utils import parse_bytes
+
+        return parse_bytes(self.feature_memory)
+
+    @property
+    def searches_features(self) -> bool:
+        """Whether the space has a ``features.*`` path (trials then differ in their feature sets)."""
+        return any(path.split(".")[0] == "features" for path in self.space)
+
+    @property
     def metrics(self) -> list[str]:
         """The metric names, one per objective."""
         return [self.metric] if isinstance(self.metric, str) else list(self.metric)
@@ -251,11 +282,15 @@ class TuneConfig(Section):
 def check_space(cfg: Any) -> None:
     """Raise a ``ValidationError`` located at ``tune.space.<path>`` for every unusable path.
 
-    Each path must be a config key outside ``graph``, ``tune``, ``cluster``, ``output``,
-    ``data`` and ``features``, and the config must accept every probed value of its
-    distribution (both ends, an interior point, or the listed choices) -- checked by
+    Each path must be a config key outside ``graph``, ``tune``, ``cluster``, ``output``
+    and ``data`` -- under ``features`` only an indicator's parameter or ``enabled``
+    (``features.rsi.window``) -- and the config must accept every probed value of its
+    distribution (both ends, an interior point, or the listed choices): checked by
     validating the whole config with the value in place, so every section's own rules
-    apply. The ``tune`` graph also needs a non-empty space. ``Config`` calls this at load.
+    apply. A parameter of an indicator whose ``enabled`` the space also searches is
+    probed with it enabled. A search over features needs ``features.cache`` (a feature
+    set is then computed once per study, see ``tuning.inputs``). The ``tune`` graph also
+    needs a non-empty space. ``Config`` calls this at load.
     """
     from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -273,9 +308,15 @@ def check_space(cfg: Any) -> None:
     if space:
         base = _trial_dict(cfg)
         for path, param in space.items():
-            problem = _path_problem(type(cfg), base, path, param)
+            problem = _path_problem(type(cfg), _with_enabled(base, path, space), path, param)
             if problem is not None:
                 fail(("tune", "space", path), *problem)
+        searched = [p for p in space if p.split(".")[0] == "features"]
+        if searched and not cfg.features.cache:
+            fail(("tune", "space", searched[0]), "a search over features needs features.cache: true: each feature "
+                 "set is then computed once in the study, and one the driver let go of (tune.feature_memory) or "
+                 "computed before a resume is read back from the cache instead of computed again",
+                 space[searched[0]].model_dump())
     if cfg.tune.sampler == "grid":
         for path, param in space.items():
             if param.grid() is None:
@@ -285,14 +326,36 @@ def check_space(cfg: Any) -> None:
         raise ValidationError.from_exception_data("Config", errors)
 
 
+def _with_enabled(base: dict[str, Any], path: str, space: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with the indicator of ``path`` enabled when the space also searches its ``enabled``."""
+    from dask_pipeline.features.address import ENABLED
+
+    parts = path.split(".")
+    if parts[0] != "features" or len(parts) < 3 or parts[-1] == ENABLED:
+        return base
+    toggle = ".".join([*parts[:-1], ENABLED])
+    if toggle not in space:
+        return base
+    data = copy.deepcopy(base)
+    set_dotted(data, toggle, True)
+    return data
+
+
 def _path_problem(root: type, base: dict[str, Any], path: str, param: Param) -> tuple[str, Any] | None:
+    from dask_pipeline.features.address import ADDRESS_ERROR, SECTION_KEYS
+
     parts = path.split(".")
     head = parts[0]
     if head in UNTUNABLE:
         return f"{head} cannot be searched: it says how the study runs, not what a trial computes", param.model_dump()
     if head in SHARED_SECTIONS:
-        return (f"{head}.* cannot be searched: bars and features are computed once and shared by every trial; "
-                "run one study per data or feature set", param.model_dump())
+        return (f"{head}.* cannot be searched: the bars are loaded once and shared by every trial; "
+                "run one study per data set", param.model_dump())
+    if head == "features" and (len(parts) < 3 or parts[1] in SECTION_KEYS):
+        what = f"features.{parts[1]}" if len(parts) > 1 else "features"
+        return (f"{what} cannot be searched: under features a study searches an indicator's parameters, "
+                "features.<indicator>.<param> (e.g. features.rsi.window), or features.<indicator>.enabled",
+                param.model_dump())
     if head not in root.model_fields:
         valid = [f for f in root.model_fields if f not in UNTUNABLE + SHARED_SECTIONS]
         return f"not a config key: unknown section '{head}'{did_you_mean(head, valid)}", param.model_dump()
@@ -307,8 +370,12 @@ def _path_problem(root: type, base: dict[str, Any], path: str, param: Param) -> 
             err = exc.errors()[0]
             if err["type"] == "extra_forbidden":
                 return f"not a config key: {describe_error(err, root)}", param.model_dump()
-            where = ".".join(str(p) for p in err["loc"]) or "<top>"
             message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == ADDRESS_ERROR:
+                return f"not a config key: {message}", param.model_dump()
+            where = ".".join(str(p) for p in err["loc"]) or "<top>"
+            if message.startswith(f"'{where}."):  # the message names the key itself
+                return f"{path} does not accept {value!r}, a value of this distribution ({message})", value
             return f"{path} does not accept {value!r}, a value of this distribution ('{where}': {message})", value
     return None
 
@@ -325,6 +392,10 @@ def apply_params(cfg: Any, params: Mapping[str, Any]) -> Any:
     """A validated copy of ``cfg`` with ``params`` (dotted path -> value) in place.
 
     The copy is the trial's walk-forward: ``graph: walkforward`` and no ``tune`` section.
+    Its ``data`` section is the very object of ``cfg`` (a search never changes it), and so
+    is ``features`` when no path is under it: a walk-forward of the copy then names the
+    same ``load-``/``features-`` keys as ``cfg``'s. Two trials with the same feature set
+    get equal ``features`` sections, which name the same keys too.
 
     Raises
     ------
@@ -335,11 +406,10 @@ def apply_params(cfg: Any, params: Mapping[str, Any]) -> Any:
     data = _trial_dict(cfg)
     for path, value in params.items():
         set_dotted(data, path, value)
-    # The very objects the shared tasks were keyed on (a search never changes them), so a
-    # walk-forward of this config names the same load-/features- keys and reuses them;
-    # pydantic takes validated section instances as they are (the features list is most
-    # of a config's validation time, paid on every trial otherwise).
-    data.update({name: getattr(cfg, name) for name in SHARED_SECTIONS})
+    # pydantic takes validated section instances as they are (the features list is most of
+    # a config's validation time, paid on every trial otherwise).
+    touched = {path.split(".")[0] for path in params}
+    data.update({name: getattr(cfg, name) for name in (*SHARED_SECTIONS, "features") if name not in touched})
     try:
         return type(cfg).model_validate(data)
     except ValidationError as exc:

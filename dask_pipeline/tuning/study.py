@@ -25,6 +25,29 @@ class StudyError(DaskPipelineError):
     """A study cannot run or yields nothing (its storage is unreachable, every trial failed)."""
 
 
+@functools.cache
+def import_optuna() -> None:
+    """Import Optuna, once, in a thread of its own.
+
+    On import Optuna keeps the ImportError of each optional dependency it lacks (redis,
+    plotly, ...) to raise on first use, traceback and all; a traceback keeps alive every
+    frame that was on the stack during the import, and with each frame its locals once it
+    returns. Imported from the driver's own stack, that would be a study's inputs, whose
+    futures then pinned their results on the cluster for the life of the process (a
+    notebook's). A fresh thread's stack holds nothing of ours.
+    """
+    import threading
+
+    def work() -> None:
+        with contextlib.suppress(ImportError):  # the caller's own import then says what is missing
+            import optuna.samplers  # noqa: F401
+            import optuna.storages.journal  # noqa: F401
+
+    thread = threading.Thread(target=work, name="dask-pipeline-import-optuna", daemon=True)
+    thread.start()
+    thread.join()
+
+
 
 def _tpe(tune: TuneConfig, seed: int) -> Any:
     from optuna.samplers import TPESampler
@@ -262,6 +285,7 @@ def open_study(cfg: Any, echo: Callable[..., Any] = print, storage: Any = None) 
         The study with its seeded sampler and pruner, and what ``scan_trials`` found
         (after the re-queueing).
     """
+    import_optuna()
     import optuna
     from optuna.trial import TrialState
     from sqlalchemy.exc import SQLAlchemyError
@@ -323,6 +347,7 @@ def tell(study: Any, trial: Any, values: Any = None, state: Any = None) -> None:
 @contextlib.contextmanager
 def optuna_quiet() -> Iterator[None]:
     # The driver reports each trial itself; Optuna's INFO lines would repeat them.
+    import_optuna()
     import optuna
 
     verbosity = optuna.logging.get_verbosity()

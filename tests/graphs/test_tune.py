@@ -94,6 +94,11 @@ def test_study_end_to_end_then_resume_to_more_trials(tmp_path, small_store, dask
     # Bars and features were computed once, for every trial and the best walk-forward.
     stages = result.record["stages"]
     assert stages["load"]["tasks"] == 4 and stages["features"]["tasks"] == 4
+    # One feature set (the space has no features.* path): computed by the first trial, in memory for the others.
+    assert stages["features"]["feature_sets"] == 1 and stages["features"]["computed"] == 4
+    ran = trials[trials["duplicate_of"].isna()]
+    assert ran["features_source"].tolist().count("computed") == 1 and set(ran["features_source"]) <= {"computed",
+                                                                                                      "memory"}
     assert stages["trial"]["tasks"] == best["summary"]["folds_run"]
     # Only the driver touches the study: the workers never even import Optuna.
     assert not any(client.run(lambda: "optuna" in sys.modules).values())

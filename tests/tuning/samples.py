@@ -24,6 +24,24 @@ def write_config(tmp_path, extra: str = SPACE, graph: str = "tune"):
     return path
 
 
+def write_study(tmp_path, store, tune: str, indicators: str = "[ret, rsi, natr]"):
+    """A study on ``store`` (small_store: 3 folds of 250 bars) with the blank preset, a feature cache in ``tmp_path``."""
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "graph: tune\npreset: blank\nseed: 3\n"
+        f"data: {{root: {store}}}\n"
+        f"features: {{indicators: {indicators}, cache_dir: {tmp_path / 'cache'}}}\n"
+        "folds: {train: 252, test: 250, min_test: 30}\n"
+        f"output: {{dir: {tmp_path / 'results'}}}\n"
+        f"tune:\n{tune}"
+    )
+    return path
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
 def frozen(number, state, params, value=None, **attrs):
     dists = {"d": IntDistribution(0, 10_000), "c": CategoricalDistribution(["a", "b"])}
     trial = create_trial(state=state, params=params, distributions={k: dists[k] for k in params},
