@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from dask_pipeline.config import LOOPBACK_HOSTS, ClusterConfig, TLSConfig
+from dask_pipeline.cluster_spec import LOOPBACK_HOSTS, ClusterConfig, TLSConfig
 from dask_pipeline.errors import ClusterError
 from dask_pipeline.redaction import redact
 
