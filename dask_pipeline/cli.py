@@ -36,8 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resume = "; rerun the same command with --resume to continue (finished folds are kept)"
-        hint = resume if args.func is _cmd_run else ""
+        hint = getattr(args, "interrupt_hint", "")
         print(f"error: interrupted{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -200,6 +199,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.workers is not None:
         overrides.append(f"cluster.n_workers={args.workers}")
     cfg = load_config(args.config, overrides)
+    # What Ctrl-C says: a study keeps its trials in its journal, other graphs their checkpoints.
+    args.interrupt_hint = ("; rerun the same command to continue the study (finished trials are kept in its journal)"
+                           if cfg.graph == "tune" else
+                           "; rerun the same command with --resume to continue (finished work is kept)")
     echo = (lambda *a, **k: None) if args.quiet else _print_redacted
     import dask
 

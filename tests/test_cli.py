@@ -37,7 +37,7 @@ def test_ctrl_c_is_one_line_and_leaves_no_process(tmp_path, small_store):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == ("error: interrupted; rerun the same command with --resume to continue "
-                                            "(finished folds are kept)")
+                                            "(finished work is kept)")
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in err, err
     gone, alive = psutil.wait_procs(family, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
