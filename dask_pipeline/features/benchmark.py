@@ -126,13 +126,13 @@ def std_exactness(n_bars: int = 10_000_000, window: int = 20, seed: int = 0) -> 
     drifting from 100 to 0.03 over ``n_bars`` bars: ours and pandas."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from dask_pipeline.features import kernels
+    from dask_pipeline.features import moments
 
     rng = np.random.default_rng(seed)
     steps = rng.normal(0.0, 0.002, n_bars)
     steps += (np.log(0.03 / 100.0) - steps.sum()) / n_bars  # end at 0.03 exactly
     close = 100.0 * np.exp(np.cumsum(steps))
-    ours = kernels.rolling_moments_nb(close, window)[1].astype(np.float32)
+    ours = moments.rolling_moments_nb(close, window)[1].astype(np.float32)
     theirs = pd.Series(close).rolling(window).std(ddof=0).to_numpy()
     worst = {"dask-pipeline": 0.0, "pandas": 0.0}
     chunk = 1_000_000

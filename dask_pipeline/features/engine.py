@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dask_pipeline.errors import ConfigError, DataError
-from dask_pipeline.features import fusion, kernels
+from dask_pipeline.features import fusion, kernels, moments
 from dask_pipeline.features.fused import (SCAN_BAD_COLUMN, SCAN_BAD_ROW, SCAN_CV_ALIGNED, SCAN_HLC_ALIGNED, SCAN_NAN,
                                           scan_bars_nb)
 from dask_pipeline.waves.causal import wave_features
@@ -122,7 +122,7 @@ class BarArrays:
         """Rolling (mean, population std) of a column, float64, computed once per call."""
         key = ("moments", column, window)
         if key not in self._memo:
-            self._memo[key] = kernels.rolling_moments_nb(getattr(self, column), window)
+            self._memo[key] = moments.rolling_moments_nb(getattr(self, column), window)
         return self._memo[key]
 
     def atr(self, window: int) -> np.ndarray:
@@ -169,15 +169,15 @@ def _std(b: BarArrays, window):
 
 
 def _zscore(b: BarArrays, window):
-    return (kernels.zscore_nb(b.close, *b.moments("close", window)),)
+    return (moments.zscore_nb(b.close, *b.moments("close", window)),)
 
 
 def _volume_z(b: BarArrays, window):
-    return (kernels.zscore_nb(b.volume, *b.moments("volume", window)),)
+    return (moments.zscore_nb(b.volume, *b.moments("volume", window)),)
 
 
 def _bbands(b: BarArrays, window, nbdev):
-    return kernels.bbands_nb(b.close, *b.moments("close", window), nbdev)
+    return moments.bbands_nb(b.close, *b.moments("close", window), nbdev)
 
 
 def _rsi(b: BarArrays, window):
@@ -217,11 +217,11 @@ def _obv(b: BarArrays):
 
 
 def _corr(b: BarArrays, window):
-    return (kernels.corr_nb(b.close, b.bench_close, window),)
+    return (moments.corr_nb(b.close, b.bench_close, window),)
 
 
 def _beta(b: BarArrays, window):
-    return (kernels.beta_nb(b.close, b.bench_close, window),)
+    return (moments.beta_nb(b.close, b.bench_close, window),)
 
 
 def _wave_score(b: BarArrays, lookback, threshold, atr_period, up_to):

@@ -37,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from dask_pipeline.features.kernels import _BLOCK, _CONTRACT, _RESUM, _moments_block, _run_same
+from dask_pipeline.features.kernels import _CONTRACT, _RESUM
+from dask_pipeline.features.moments import _BLOCK, _moments_block, _run_same
 
 # lags_nb kinds
 LAG_RET, LAG_MOM, LAG_ROC = 0, 1, 2

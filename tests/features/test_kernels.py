@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 
 from dask_pipeline.features import kernels as K
+from dask_pipeline.features import moments as M
 from dask_pipeline.features import reference as R
 from tests.features.samples import make_bars
 
@@ -41,8 +42,8 @@ def twin_pairs(bars: pd.DataFrame, bench: pd.DataFrame, w: int):
     """(name, kernel output, twin output) for every public kernel, windows around ``w``."""
     _, h, lo, c, v = _inputs(bars)
     b = bench["close"].to_numpy(dtype=np.float64)
-    mean, std = K.rolling_moments_nb(c, w)
-    vmean, vstd = K.rolling_moments_nb(v, w)
+    mean, std = M.rolling_moments_nb(c, w)
+    vmean, vstd = M.rolling_moments_nb(v, w)
     atr = K.wilder_atr_nb(h, lo, c, w)
     pairs = [
         ("ret_nb", K.ret_nb(c, 3), R.ret_ref(c, 3)),
@@ -53,19 +54,19 @@ def twin_pairs(bars: pd.DataFrame, bench: pd.DataFrame, w: int):
         ("wma_nb", K.wma_nb(c, w), R.wma_ref(c, w)),
         ("ema_nb", K.ema_nb(c, w), R.ema_ref(c, w)),
         ("rolling_moments_nb std", std.astype(np.float32), R.std_ref(c, w)),
-        ("zscore_nb", K.zscore_nb(c, mean, std), R.zscore_ref(c, w)),
-        ("zscore_nb volume", K.zscore_nb(v, vmean, vstd), R.zscore_ref(v, w)),
+        ("zscore_nb", M.zscore_nb(c, mean, std), R.zscore_ref(c, w)),
+        ("zscore_nb volume", M.zscore_nb(v, vmean, vstd), R.zscore_ref(v, w)),
         ("rsi_nb", K.rsi_nb(c, w), R.rsi_ref(c, w)),
         ("wilder_atr_nb", atr.astype(np.float32), R.atr_ref(h, lo, c, w)),
         ("natr_nb", K.natr_nb(atr, c), R.natr_ref(h, lo, c, w)),
         ("dist_high_nb", K.dist_high_nb(c, h, w), R.dist_high_ref(c, h, w)),
         ("dist_low_nb", K.dist_low_nb(c, lo, w), R.dist_low_ref(c, lo, w)),
         ("obv_nb", K.obv_nb(c, v), R.obv_ref(c, v)),
-        ("corr_nb", K.corr_nb(c, b, w), R.corr_ref(c, b, w)),
-        ("beta_nb", K.beta_nb(c, b, w), R.beta_ref(c, b, w)),
+        ("corr_nb", M.corr_nb(c, b, w), R.corr_ref(c, b, w)),
+        ("beta_nb", M.beta_nb(c, b, w), R.beta_ref(c, b, w)),
     ]
     for name, ours, theirs in [
-        ("bbands_nb", K.bbands_nb(c, mean, std, 2.0), R.bbands_ref(c, w, 2.0)),
+        ("bbands_nb", M.bbands_nb(c, mean, std, 2.0), R.bbands_ref(c, w, 2.0)),
         ("macd_nb", K.macd_nb(c, max(2, w // 2), w + 1, 5), R.macd_ref(c, max(2, w // 2), w + 1, 5)),
         ("stoch_nb", K.stoch_nb(h, lo, c, w, 3, 2), R.stoch_ref(h, lo, c, w, 3, 2)),
     ]:
@@ -86,7 +87,7 @@ def test_kernels_equal_their_twins(kind, window):
 def test_rolling_moments_equal_two_pass_in_float64():
     for kind in ("normal", "drifting", "gappy", "flat"):
         x = make_bars(kind, 3000, seed=3)["close"].to_numpy()
-        mean, std = K.rolling_moments_nb(x, 20)
+        mean, std = M.rolling_moments_nb(x, 20)
         ref_mean, ref_std = R.rolling_moments_ref(x, 20)
         np.testing.assert_allclose(mean, ref_mean, rtol=1e-12, equal_nan=True, err_msg=kind)
         np.testing.assert_allclose(std, ref_std, rtol=1e-9, atol=0, equal_nan=True, err_msg=kind)
@@ -140,11 +141,11 @@ def test_flat_steps_across_blocks():
     """A staircase: every window is flat or holds one step, at every block offset."""
     x = np.repeat(np.arange(60.0), 7) + 100.0
     for window in (2, 5, 7, 20):
-        mean, std = K.rolling_moments_nb(x, window)
+        mean, std = M.rolling_moments_nb(x, window)
         ref_mean, ref_std = R.rolling_moments_ref(x, window)
         np.testing.assert_allclose(std, ref_std, rtol=1e-9, atol=1e-12, equal_nan=True)
         assert np.array_equal(std == 0.0, ref_std == 0.0)
-        assert_twin(K.zscore_nb(x, mean, std), R.zscore_ref(x, window), f"w={window}")
+        assert_twin(M.zscore_nb(x, mean, std), R.zscore_ref(x, window), f"w={window}")
 
 
 def drifting_walk(n: int, seed: int = 0) -> np.ndarray:
@@ -158,7 +159,7 @@ def test_rolling_std_stays_exact_on_a_long_drifting_walk():
     x = drifting_walk(200_000)
     assert x[0] > 99 and abs(x[-1] - 0.03) < 1e-9
     exact = sliding_window_view(x, 20).std(axis=1)
-    ours = K.rolling_moments_nb(x, 20)[1][19:]
+    ours = M.rolling_moments_nb(x, 20)[1][19:]
     pandas = pd.Series(x).rolling(20).std(ddof=0).to_numpy()[19:]
     assert np.max(np.abs(ours - exact) / exact) < 1e-6
     assert np.max(np.abs(ours.astype(np.float32) - exact) / exact) < 1e-6  # as stored
@@ -172,8 +173,8 @@ def test_rolling_std_exact_after_a_huge_spike_leaves_the_window():
     x = 1.0 + 1e-7 * np.random.default_rng(1).standard_normal(500)
     x[200] = 1e6
     exact = sliding_window_view(x, 20).std(axis=1)
-    ours = K.rolling_moments_nb(x, 20)[1][19:]
+    ours = M.rolling_moments_nb(x, 20)[1][19:]
     np.testing.assert_allclose(ours, exact, rtol=1e-6)
     flat = np.full(300, 3.0)
     flat[100] = 1e9
-    assert (K.rolling_moments_nb(flat, 20)[1][120:] == 0.0).all()
+    assert (M.rolling_moments_nb(flat, 20)[1][120:] == 0.0).all()
