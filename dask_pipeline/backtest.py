@@ -30,7 +30,10 @@ Curves:
   divided by ``n_symbols``: a symbol without a bar, not listed yet or delisted leaves its
   share in cash (never redistributed to the others). ``rank``: ``w = pos / sum|pos|``
   over the symbols with a bar on that row: long 0.5 and short 0.5 of capital, gross 1,
-  net 0 (symbols on calendars that share no timestamp are never ranked together).
+  net 0 (symbols on calendars that share no timestamp are never ranked together). A
+  symbol without a bar on a row holds the weight of its last bar (it cannot trade), and
+  the symbols with a bar share only what that leaves of gross 1 (cash for the rest): a
+  weekday stock's weekend weight is not levered up by the crypto ranked that day.
 
 Metrics (one row per symbol and ``portfolio``), from net returns ``r`` over the ``n`` bars
 of that curve, annualised with that curve's ``ppy`` (``periods_per_year``: the config's,
@@ -235,13 +238,29 @@ def positions(predictions: pd.DataFrame, cfg: BacktestConfig) -> pd.DataFrame:
 def portfolio_weights(positions: pd.DataFrame, rule: str) -> pd.DataFrame:
     """Portfolio weights from unit positions, by the rule's weighting (module docstring).
 
-    NaN (no bar) stays NaN; ``gross`` sums the positions of the symbols with a bar.
+    NaN (no bar) stays NaN. ``gross``: on a row where every symbol has a bar, the weights
+    are the positions over their gross; a symbol without a bar keeps the weight it took
+    at its last bar, and the symbols with a bar share what is left of gross 1.
     """
     pos = _wide(positions, "positions").astype(np.float64)
     if RULES[rule].weighting == "symbols":
         return pos / pos.shape[1]
-    gross = pos.abs().sum(axis=1)
-    return pos.div(gross.where(gross > 0, 1.0), axis=0)
+    values = pos.to_numpy()
+    bars = ~np.isnan(values)
+    gross = np.abs(np.where(bars, values, 0.0)).sum(axis=1)
+    weights = values / np.where(gross > 0, gross, 1.0)[:, None]
+    partial = np.flatnonzero(bars.any(axis=1) & ~bars.all(axis=1))
+    if partial.size:
+        rows = np.arange(values.shape[0])[:, None]
+        # last[t, j]: the row of symbol j's last bar before row t (-1 before its first).
+        last = np.maximum.accumulate(np.where(bars, rows, -1), axis=0)
+        last = np.vstack([np.full((1, values.shape[1]), -1), last[:-1]])
+        for t in partial:  # in order: a carried weight is final when a later row reads it
+            away = np.flatnonzero(~bars[t])
+            held = last[t, away]
+            carried = np.abs(weights[held[held >= 0], away[held >= 0]]).sum()
+            weights[t, bars[t]] *= max(0.0, 1.0 - carried)
+    return pd.DataFrame(weights, index=pos.index, columns=pos.columns)
 
 
 @dataclass(frozen=True)

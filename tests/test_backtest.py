@@ -15,6 +15,7 @@ from dask_pipeline.backtest import (
     metrics,
     portfolio_weights,
     positions,
+    simulate,
 )
 from dask_pipeline.errors import DataError
 
@@ -165,6 +166,28 @@ def test_rank_is_long_short_neutral_with_gross_one():
     top = pred.where(pos == 1).min(axis=1)
     rest = pred.where((pos == 0) & valid).max(axis=1)
     assert (top > rest).all()
+
+
+def test_rank_weights_stay_within_gross_one_when_a_held_symbol_has_no_bar():
+    # A holds its weight over a day without a bar; B and C share only what it leaves.
+    idx = pd.date_range("2024-01-01", periods=4, freq="D", tz="UTC")
+    pred = pd.DataFrame({"A": [3, np.nan, 3, 3], "B": [2, 2, 2, 2], "C": [1, 1, 1, 1.0]}, index=idx)
+    cfg = BacktestConfig(rule="rank", quantile=0.34, cost_bps=0, slippage_bps=0)
+    pos = positions(pred, cfg).where(pred.notna())
+    w = portfolio_weights(pos, "rank")
+    assert w.iloc[0].tolist() == [0.5, 0.0, -0.5]
+    assert np.isnan(w.iloc[1, 0]) and w.iloc[1, 1:].tolist() == [0.25, -0.25]  # A's 0.5 carried
+    sim = simulate(pos, pd.DataFrame(0.01, index=idx, columns=list("ABC")), cfg)
+    np.testing.assert_allclose(sim.held[1:, -1], 1.0)  # it was 1.5 after the gap
+    # Random ragged universes: the carried weights never exceed gross 1.
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        values = rng.normal(size=(60, 6))
+        values[rng.random(values.shape) < 0.3] = np.nan
+        frame = pd.DataFrame(values, index=pd.date_range("2024-01-01", periods=60, tz="UTC"))
+        raw = positions(frame, BacktestConfig(rule="rank", quantile=0.3)).where(frame.notna())
+        carried = portfolio_weights(raw, "rank").ffill().fillna(0.0)
+        assert (carried.abs().sum(axis=1) <= 1.0 + 1e-12).all()
 
 
 def test_rank_edge_cases():
