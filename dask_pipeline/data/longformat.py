@@ -225,7 +225,7 @@ def _time_index(raw, by_key, time_key, column, source, symbols, rows, fmt: TimeF
         missing = values.isna().to_numpy()
         if missing.any():
             raise fail(int(np.argmax(missing)), f"column '{label}' is empty")
-        return to_utc(pd.DatetimeIndex(values, name="timestamp"), fmt.tz, values.astype(str), fail)
+        return to_utc(pd.DatetimeIndex(values, name="timestamp"), fmt.tz, values.astype(str), fail, symbols)
     try:
         return parse_timestamps(values, fmt, source, label, symbols, rows)
     except DataError:

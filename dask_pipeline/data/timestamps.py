@@ -35,7 +35,8 @@ from dask_pipeline.errors import DataError
 
 _DAY_OR_MONTH_FIRST = re.compile(r"^(\d{1,2})([./-])(\d{1,2})\2(\d{4}|\d{2})(?!\d)(.*)$")
 _YEAR_FIRST = re.compile(r"^\d{4}[./-]\d{1,2}[./-]\d{1,2}")
-_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+# A UTC offset ends a time of day ('09:30+01:00', '09:30:00Z'); '15-06-2020' ends in a year, not one.
+_OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d{2}:?\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def parse_timestamps(
                           f"{fmt.date_format!r}")
     else:
         stamps = _guessed(cells, fmt.dayfirst, utc, fail, column)
-    return to_utc(pd.DatetimeIndex(stamps, name="timestamp"), fmt.tz, cells, fail)
+    return to_utc(pd.DatetimeIndex(stamps, name="timestamp"), fmt.tz, cells, fail, symbols)
 
 
 def _guessed(cells: pd.Series, dayfirst: bool, utc: bool, fail, column: str) -> pd.Series:
@@ -169,15 +170,33 @@ def _pandas(cells: pd.Series, utc: bool, dayfirst: bool = False) -> pd.Series:
             return pd.to_datetime(cells, utc=utc, dayfirst=dayfirst, format="mixed", errors="coerce")
 
 
-def to_utc(stamps: pd.DatetimeIndex, tz: str | None, cells: pd.Series, fail) -> pd.DatetimeIndex:
+def to_utc(stamps: pd.DatetimeIndex, tz: str | None, cells: pd.Series, fail,
+           symbols: str | np.ndarray | None = None) -> pd.DatetimeIndex:
     """Aware stamps converted to UTC; naive ones read as ``tz`` local time (or UTC), DST-checked.
 
     ``cells`` are shown in errors; ``fail(position, problem)`` makes the ``DataError``.
+    ``symbols`` (one per stamp) localises each symbol's stamps on their own: the hour a
+    fall-back repeats is told apart by the order of one symbol's bars, and a file sorted
+    by time interleaves every symbol's.
     """
     if stamps.tz is not None:
         return stamps.tz_convert("UTC").as_unit("ns")
     if tz is None:
         return stamps.tz_localize("UTC").as_unit("ns")
+    if symbols is not None and not isinstance(symbols, str):
+        codes, uniques = pd.factorize(np.asarray(symbols))
+        if len(uniques) > 1:
+            out = np.empty(len(stamps), dtype="datetime64[ns]")
+            for code in range(len(uniques)):
+                where = np.flatnonzero(codes == code)
+                part = _localized(stamps[where], tz, cells.iloc[where], lambda p, problem: fail(where[p], problem))
+                out[where] = part.tz_localize(None).to_numpy()
+            return pd.DatetimeIndex(out, name=stamps.name).tz_localize("UTC")
+    return _localized(stamps, tz, cells, fail)
+
+
+def _localized(stamps: pd.DatetimeIndex, tz: str, cells: pd.Series, fail) -> pd.DatetimeIndex:
+    """Naive local ``tz`` stamps in UTC (ns); a time the clocks skipped or repeated ambiguously is ``fail``."""
     try:
         local = stamps.tz_localize(tz, ambiguous="infer", nonexistent="raise")
     except Exception:  # pytz/pandas raise several types for one cause: find the row ourselves

@@ -182,6 +182,27 @@ def test_long_file_errors_name_the_files_row(tmp_path):
         import_bars(dup, tmp_path / "store")
 
 
+def test_long_file_sorted_by_time_through_daylight_saving(tmp_path):
+    # A vendor's long file, every symbol's row of a timestamp together, over London's fall-back:
+    # each symbol's own order tells the two 01:00 apart.
+    local = ["2023-10-29 00:00", "2023-10-29 01:00", "2023-10-29 01:00", "2023-10-29 02:00"]
+    rows = [f"{t},{s},1,2,0.5,1.5,10" for t in local for s in ("AAA", "BBB")]
+    path = write_csv(tmp_path / "long.csv", rows, header="timestamp,symbol,open,high,low,close,volume")
+    assert import_bars(path, tmp_path / "store", fmt=TimeFormat(tz="Europe/London")) == ["AAA", "BBB"]
+    for symbol in ("AAA", "BBB"):
+        stamps = load_bars(tmp_path / "store", symbol).index
+        assert list(stamps.strftime("%H:%M")) == ["23:00", "00:00", "01:00", "02:00"]
+
+
+def test_dashed_day_first_dates_are_local_time_not_an_offset(tmp_path):
+    # '15-06-2020' ends in '-2020', which is not a UTC offset: --tz applies as to '15/06/2020'.
+    for sep in "-/":
+        path = write_csv(tmp_path / f"d{ord(sep)}.csv", [f"15{sep}06{sep}2020,1,2,0.5,1.5,10"],
+                         header="date,open,high,low,close,volume")
+        got = read_csv_bars(path, fmt=TimeFormat(tz="Europe/London", dayfirst=True)).index[0]
+        assert got == pd.Timestamp("2020-06-14 23:00", tz=UTC), sep
+
+
 def test_long_parquet_file_and_dataset(tmp_path, universe):
     long = pd.concat([b.assign(symbol=s) for s, b in universe.items()]).reset_index()
     long.to_parquet(tmp_path / "long.parquet")
