@@ -6,13 +6,20 @@ the values it gives on the whole history: adding future bars never changes the p
 and refuses, in one ``LookAheadError`` line naming the indicator, any whose past values
 move. That catches the three usual leaks: a negative shift (``shift(-1)`` reads the next
 bar: the prefix's last rows lose their value), a centred window (``rolling(center=True)``
-reads half a window ahead: the rows before the cut change), and a statistic of the
-whole sample (normalising by the full history's mean, rank or max: every row changes).
+reads half a window ahead: the rows before the cut change), a statistic of the whole
+sample (normalising by the full history's mean, rank or max: the rows change on every
+prefix that ends before the statistic settles), a back-filled warm-up (``bfill``: the
+first rows read bars up to a window ahead) and interpolation across a gap (the gap's
+rows read the bar after it).
 
 Prefixes (``cut_points``): the bars minus their last one, two and three bars (a leak of
-one bar shows there first), their first half, and ``random_cuts`` cut points drawn
-uniformly, with a seed fixed by the indicator spec so a run's verdict is reproducible.
-The check reads at most ``MAX_BARS`` bars, so it costs a few computations of one symbol.
+one bar shows there first), their first half, the powers of two below it (early
+prefixes: an early extreme, a warm-up), the bar after each of the first gaps in the
+closes, and ``random_cuts`` cut points drawn uniformly, with a seed fixed by the
+indicator spec so a run's verdict is reproducible. The check reads at most ``MAX_BARS``
+bars, so it costs a few dozen computations of one symbol. It checks the run's first
+symbol's bars: a leak that those bars do not exercise (an extreme that never moves) can
+pass; the bars decide, not the code.
 
 Values are compared as stored (float32) with NaN equal to NaN: a causal computation
 gives bit-identical past values whatever follows them. To allow code whose summation
@@ -42,6 +49,7 @@ from dask_pipeline.features.spec import IndicatorSpec
 MAX_BARS = 5000
 TOLERANCE = 1e-6
 RANDOM_CUTS = 6
+MAX_GAP_CUTS = 8
 
 
 class LookAheadError(ExtensionError):
@@ -59,12 +67,25 @@ class Leak:
     prefix: float     # value at ``row`` computed on the prefix
 
 
-def cut_points(n_bars: int, seed: int = 0, random_cuts: int = RANDOM_CUTS) -> list[int]:
-    """Prefix lengths to check for ``n_bars`` bars: the last bars, the half, and random cuts; sorted, unique."""
+def cut_points(n_bars: int, seed: int = 0, random_cuts: int = RANDOM_CUTS,
+               gaps: np.ndarray | None = None) -> list[int]:
+    """Prefix lengths to check for ``n_bars`` bars; sorted, unique.
+
+    The last bars, the half, the powers of two below it (a statistic of the whole sample
+    whose extreme lies early, a back-filled warm-up), just after the first ``MAX_GAP_CUTS``
+    bars of ``gaps`` (rows without a close: interpolation across a gap reads the bar
+    after it), and random cuts.
+    """
     if n_bars < 2:
         return []
     rng = np.random.default_rng(seed)
     cuts = {n_bars - 1, n_bars - 2, n_bars - 3, n_bars // 2}
+    power = 2
+    while power < n_bars // 2:
+        cuts.add(power)
+        power *= 2
+    if gaps is not None:
+        cuts.update(int(g) + 1 for g in np.asarray(gaps)[:MAX_GAP_CUTS])
     cuts.update(int(c) for c in rng.integers(1, n_bars, size=random_cuts))
     return sorted(c for c in cuts if 1 <= c < n_bars)
 
@@ -115,7 +136,8 @@ def check_lookahead(
         spec = IndicatorSpec(name=spec)
     bars = bars.iloc[:max_bars]
     if cuts is None:
-        cuts = cut_points(len(bars), seed=zlib.crc32(repr((spec.name, spec.params)).encode()))
+        gaps = np.flatnonzero(bars["close"].isna().to_numpy()) if "close" in bars else None
+        cuts = cut_points(len(bars), seed=zlib.crc32(repr((spec.name, spec.params)).encode()), gaps=gaps)
     label = _label(spec)
     where = f" on {symbol}" if symbol else ""
     first = engine.compute(bars, [spec], benchmark)

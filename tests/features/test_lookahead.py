@@ -55,6 +55,32 @@ def test_each_leak_kind_is_caught_at_the_default_cuts_and_most_random_ones(regis
         assert find_leak(bars, IndicatorSpec(name=leak), [cut]) is not None
 
 
+def test_early_extremes_warm_ups_and_gaps_are_caught_at_the_default_cuts(registry):
+    # Leaks the last bars and the half do not show: they move only rows near the start or a gap.
+    falling = make_bars("normal", 3000, seed=3)
+    falling[["open", "high", "low", "close"]] = falling[["open", "high", "low", "close"]].to_numpy() * np.exp(
+        -0.01 * np.abs(np.arange(3000) - 40.0))[:, None]  # its highest close lies near bar 40
+    gappy = falling.copy()
+    gappy.iloc[np.arange(97, 3000, 97), :] = np.nan
+    leaks = {
+        "max_scaled": (lambda bars: bars["close"] / bars["close"].max(), falling),
+        "minmax": (lambda bars: (bars["close"] - bars["close"].min()) / (bars["close"].max() - bars["close"].min()),
+                   falling),
+        "filled_warm_up": (lambda bars: bars["close"].rolling(50).mean().bfill(), falling),
+        "interpolated": (lambda bars: bars["close"].interpolate().pct_change(5), gappy),
+    }
+    for name, (func, bars) in leaks.items():
+        indicator(name)(func)
+        with pytest.raises(LookAheadError, match=rf"indicator '{name}' looks ahead"):
+            check_lookahead(bars, name)
+    assert {2, 4, 512, 1024, 98, 195} <= set(cut_points(3000, gaps=np.flatnonzero(gappy["close"].isna())))
+
+
+@pytest.mark.parametrize("name", BUILT_INS)
+def test_every_built_in_passes_the_default_cuts(name):
+    assert check_lookahead(BARS, short_spec(name), BENCH) > 10
+
+
 def test_the_message_names_row_cut_and_both_values(registry):
     indicator("next_bar")(LEAKS["next_bar"])
     with pytest.raises(LookAheadError) as err:
