@@ -15,7 +15,7 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +33,8 @@ TUNABLE_METRICS = (*METRICS, *TRADE_METRICS)
 SHARED_SECTIONS = ("data",)
 #: Sections that describe how a run is executed or the search itself, never a trial.
 UNTUNABLE = ("graph", "tune", "cluster", "output")
+#: Sections a trial (a walk-forward) never reads: searching them would change nothing.
+NOT_READ = ("waves", "monitor", "plugins")
 #: The search parameters that do not change what a trial's value means.
 NOT_OBJECTIVE = ("n_trials", "timeout", "sampler", "pruner", "seed", "concurrency", "storage", "study_name",
                  "feature_memory")
@@ -282,8 +284,9 @@ class TuneConfig(Section):
 def check_space(cfg: Any) -> None:
     """Raise a ``ValidationError`` located at ``tune.space.<path>`` for every unusable path.
 
-    Each path must be a config key outside ``graph``, ``tune``, ``cluster``, ``output``
-    and ``data`` -- under ``features`` only an indicator's parameter or ``enabled``
+    Each path must be a config key outside ``graph``, ``tune``, ``cluster``, ``output``,
+    ``data`` and the sections a trial never reads (``waves``, ``monitor``, ``plugins``; nor
+    ``model.preset`` for an estimator given by class path) -- under ``features`` only an indicator's parameter or ``enabled``
     (``features.rsi.window``) -- and the config must accept every probed value of its
     distribution (both ends, an interior point, or the listed choices): checked by
     validating the whole config with the value in place, so every section's own rules
@@ -308,7 +311,7 @@ def check_space(cfg: Any) -> None:
     if space:
         base = _trial_dict(cfg)
         for path, param in space.items():
-            problem = _path_problem(type(cfg), _with_enabled(base, path, space), path, param)
+            problem = _path_problem(type(cfg), _with_enabled(base, path, space), path, param, list(space))
             if problem is not None:
                 fail(("tune", "space", path), *problem)
         searched = [p for p in space if p.split(".")[0] == "features"]
@@ -341,13 +344,22 @@ def _with_enabled(base: dict[str, Any], path: str, space: Mapping[str, Any]) -> 
     return data
 
 
-def _path_problem(root: type, base: dict[str, Any], path: str, param: Param) -> tuple[str, Any] | None:
+def _path_problem(root: type, base: dict[str, Any], path: str, param: Param,
+                  space_paths: Sequence[str] = ()) -> tuple[str, Any] | None:
     from dask_pipeline.features.address import ADDRESS_ERROR, SECTION_KEYS
+    from dask_pipeline.models import is_class_path
 
     parts = path.split(".")
     head = parts[0]
     if head in UNTUNABLE:
         return f"{head} cannot be searched: it says how the study runs, not what a trial computes", param.model_dump()
+    if head in NOT_READ:
+        return (f"{head} cannot be searched: a trial is a walk-forward (seed, features, label, folds, model, "
+                f"backtest) and never reads {head}, so every value would score the same", param.model_dump())
+    if path == "model.preset" and "model.name" not in space_paths and is_class_path(base["model"].get("name", "")):
+        return (f"model.preset cannot be searched with model.name {base['model']['name']}: presets size the "
+                "built-in models only, so every value would score the same; search its model.params instead",
+                param.model_dump())
     if head in SHARED_SECTIONS:
         return (f"{head}.* cannot be searched: the bars are loaded once and shared by every trial; "
                 "run one study per data set", param.model_dump())
@@ -357,7 +369,7 @@ def _path_problem(root: type, base: dict[str, Any], path: str, param: Param) -> 
                 "features.<indicator>.<param> (e.g. features.rsi.window), or features.<indicator>.enabled",
                 param.model_dump())
     if head not in root.model_fields:
-        valid = [f for f in root.model_fields if f not in UNTUNABLE + SHARED_SECTIONS]
+        valid = [f for f in root.model_fields if f not in UNTUNABLE + SHARED_SECTIONS + NOT_READ]
         return f"not a config key: unknown section '{head}'{did_you_mean(head, valid)}", param.model_dump()
     for value in param.probes():
         data = copy.deepcopy(base)

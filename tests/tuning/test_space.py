@@ -52,6 +52,12 @@ def test_space_round_trips_through_the_written_config(tmp_path):
     ({"tune.space": {"data.start": {"categorical": ["2019-01-01"]}}}, "'tune.space.data.start': data.* cannot be searched"),
     ({"tune.space": {"cluster.n_workers": {"int": [1, 2]}}}, "'tune.space.cluster.n_workers': cluster cannot be searched"),
     ({"tune.space": {}}, "'tune.space': is empty"),
+    ({"tune.space": {"waves.up_to": {"int": [2, 4]}}},
+     "'tune.space.waves.up_to': waves cannot be searched: a trial is a walk-forward"),
+    ({"tune.space": {"monitor.max_stage_seconds": {"float": [10, 100]}}}, "monitor cannot be searched"),
+    ({"tune.space": {"model.preset": {"categorical": ["fast", "quality"]}}, "model.name": "sklearn.linear_model.Ridge"},
+     "'tune.space.model.preset': model.preset cannot be searched with model.name sklearn.linear_model.Ridge: "
+     "presets size the built-in models only"),
     ({"tune.space": {"features.rsl.window": {"int": [5, 20]}}},
      "'tune.space.features.rsl.window': not a config key: 'features.rsl': unknown key (did you mean 'rsi'?)"),
     ({"tune.space": {"features.rsi.windw": {"int": [5, 20]}}},
