@@ -201,7 +201,7 @@ class Config(Section):
         from dask_pipeline.models import check_task
 
         try:
-            check_task(self.model.name, self.label.task)
+            check_task(self.model.name, self.label.task, self.model.params)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         if self.folds.purge is not None and self.folds.purge < self.label.horizon:

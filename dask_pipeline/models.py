@@ -49,7 +49,7 @@ import importlib
 import importlib.util
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -377,8 +377,8 @@ class ModelConfig(Section):
         return None
 
 
-def check_task(name: str, task: str) -> None:
-    """ConfigError unless model ``name`` has an estimator for ``task``."""
+def check_task(name: str, task: str, params: Mapping[str, Any] | None = None) -> None:
+    """ConfigError unless model ``name`` has an estimator for ``task`` taking ``params``."""
     _check_task(task)
     if is_class_path(name):
         _check_class_task(name, task)
@@ -395,6 +395,14 @@ def check_task(name: str, task: str) -> None:
             f"model.name: {name!r} supports {' and '.join(supported)} only, but label.task is "
             f"{task!r}; for {task} use one of {', '.join(fits)}"
         )
+    if params:  # the other task's estimator may take a parameter this one does not (class_weight)
+        path = spec.regressor if task == "regression" else spec.classifier
+        unknown = sorted(set(params) - _param_names(path) - set(MANAGED_PARAMS))
+        if unknown:
+            raise ConfigError(
+                f"model.params.{unknown[0]}: {name} for label.task {task} ({path.rpartition('.')[2]}) has no parameter "
+                f"{unknown[0]!r}; it is a parameter of the {name} for the other task"
+            )
 
 
 def _check_class_task(path: str, task: str) -> None:

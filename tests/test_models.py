@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from dask_pipeline import models
+from dask_pipeline.config import Config
 from dask_pipeline.errors import ClusterError, ConfigError, DataError
 from dask_pipeline.models import (
     MODELS,
@@ -155,6 +156,17 @@ def test_unknown_param_names_it_and_the_valid_names():
         ModelConfig(preset="huge")
     with pytest.raises(ValidationError):
         ModelConfig(engine="gpu")
+
+
+def test_a_param_of_the_other_tasks_estimator_fails_at_load():
+    # class_weight is RandomForestClassifier's: a regression fold would fail on every worker.
+    with pytest.raises(ConfigError, match=r"model.params.class_weight: random_forest for label.task regression "
+                                          r"\(RandomForestRegressor\) has no parameter 'class_weight'"):
+        check_task("random_forest", "regression", {"class_weight": "balanced"})
+    check_task("random_forest", "classification", {"class_weight": "balanced"})
+    with pytest.raises(ValidationError, match="has no parameter 'class_weight'"):
+        Config.model_validate({"model": {"name": "hist_gbm", "params": {"class_weight": "balanced"}},
+                               "label": {"task": "regression"}})
 
 
 def test_config_defaults():
