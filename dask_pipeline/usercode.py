@@ -153,10 +153,13 @@ def code_identity(func: Any) -> str:
     """A hash (16 hex digits) of what ``func`` computes, as far as its code shows it.
 
     It covers the function's bytecode and constants (nested functions included), its
-    defaults, the plain values and functions of its own module that it reads as globals,
-    and the whole source file of its module when it has one. A change to any of these
-    gives another identity; so may a change elsewhere in the same file (harmless: a
-    cache miss, never a stale hit).
+    defaults, the values it closed over and the globals it reads (by value: numbers,
+    strings, containers, arrays, frames, functions of its own module by their code;
+    modules, classes and other functions by name), and the whole source file of its
+    module when it has one. A change to any of these gives another identity; so may a
+    change elsewhere in the same file (harmless: a cache miss, never a stale hit). It is
+    taken when the indicator is registered (and travels with it to the workers): a table
+    edited in a notebook afterwards is seen once the ``@indicator`` cell runs again.
     """
     digest = hashlib.blake2b(digest_size=8)
     _hash_function(func, digest, set())
@@ -179,13 +182,63 @@ def _hash_function(func: Any, digest: Any, seen: set[int]) -> None:
     _hash_code(code, digest)
     digest.update(repr(getattr(func, "__defaults__", None)).encode())
     digest.update(repr(sorted((getattr(func, "__kwdefaults__", None) or {}).items())).encode())
+    for cell in getattr(func, "__closure__", None) or ():  # a factory's indicator: the values it closed over
+        try:
+            _hash_value(cell.cell_contents, digest, seen, func)
+        except ValueError:  # an empty cell
+            digest.update(b"<empty>")
     module_globals = getattr(func, "__globals__", {})
     for name in sorted(_global_names(code)):
-        value = module_globals.get(name)
-        if isinstance(value, int | float | str | bytes | bool | tuple | frozenset | type(None)):
-            digest.update(f"{name}={value!r}".encode())
-        elif inspect.isfunction(value) and value.__module__ == func.__module__:
-            _hash_function(value, digest, seen)
+        if name in module_globals:
+            digest.update(f"{name}=".encode())
+            _hash_value(module_globals[name], digest, seen, func)
+
+
+def _hash_value(value: Any, digest: Any, seen: set[int], func: Any, depth: int = 0) -> None:
+    """Hash what ``value`` holds, the same in every process: a table a function reads, a closed-over setting.
+
+    Modules, classes and functions of other modules count by name (their code is the
+    package's: a version); any other object by its type.
+    """
+    import numpy as np
+    import pandas as pd
+
+    digest.update(type(value).__qualname__.encode())
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes | np.generic):
+        digest.update(repr(value).encode())
+    elif isinstance(value, types.ModuleType):
+        digest.update(value.__name__.encode())
+    elif inspect.isfunction(value) and value.__module__ == func.__module__:
+        _hash_function(value, digest, seen)
+    elif inspect.isroutine(value) or isinstance(value, type):
+        digest.update(f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}".encode())
+    elif depth > 8 or id(value) in seen:
+        digest.update(b"<deep>")
+    elif isinstance(value, np.ndarray):
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        if value.dtype.hasobject:
+            seen.add(id(value))
+            for item in value.ravel():
+                _hash_value(item, digest, seen, func, depth + 1)
+        else:
+            digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, pd.Series | pd.DataFrame | pd.Index):
+        digest.update(repr(getattr(value, "columns", getattr(value, "name", None))).encode())
+        digest.update(pd.util.hash_pandas_object(value, index=not isinstance(value, pd.Index)).to_numpy().tobytes())
+    elif isinstance(value, list | tuple):
+        seen.add(id(value))
+        for item in value:
+            _hash_value(item, digest, seen, func, depth + 1)
+    elif isinstance(value, dict):
+        seen.add(id(value))
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _hash_value(value[key], digest, seen, func, depth + 1)
+    elif isinstance(value, set | frozenset):  # str hashes differ per process: order by repr
+        for item in sorted(value, key=repr):
+            _hash_value(item, digest, seen, func, depth + 1)
+    # Any other object counts by its type alone: its pickle may differ between processes
+    # (sets inside, ids), and the client's and each worker's identities must agree.
 
 
 def _hash_code(code: types.CodeType, digest: Any) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
 
 import cloudpickle
+import numpy as np
 import pytest
 
 from dask_pipeline.errors import ConfigError
@@ -84,3 +86,30 @@ def test_code_identity_sees_code_defaults_and_globals():
     assert code_identity(make(base, SHIFT=2)) != first  # a plain global it reads
     assert code_identity(make(base.replace("k=2", "k=3"), SHIFT=1)) != first
     assert code_identity(make(base.replace("x * k", "x / k"), SHIFT=1)) != first
+
+
+def test_code_identity_reads_tables_and_closures_by_value():
+    # A notebook's lookup table edited after the indicator was registered, a factory's setting:
+    # each changes what the indicator computes, so each changes its identity (its cache key).
+    namespace = {"__name__": "__main__", "np": np}
+    exec("TABLE = {'alpha': 0.1}\nARR = np.array([1.0, 2.0])\nNAMES = {'a', 'b', 'c'}\n"
+         "def g(x):\n    return x * TABLE['alpha'] * ARR[0] * len(NAMES)\n"
+         "def make(scale):\n    def f(x):\n        return x * scale\n    return f\n", namespace)
+    g = namespace["g"]
+    first = code_identity(g)
+    namespace["TABLE"]["alpha"] = 0.5
+    second = code_identity(g)
+    namespace["ARR"][0] = 9.0
+    third = code_identity(g)
+    assert len({first, second, third}) == 3
+    assert code_identity(namespace["make"](1)) != code_identity(namespace["make"](2))
+    assert code_identity(namespace["make"](1)) == code_identity(namespace["make"](1))
+    # The same in another process (a worker): no per-process hashes (set order, ids) enter it.
+    script = ("import numpy as np\nfrom dask_pipeline.usercode import code_identity\n"
+              "ns = {'__name__': '__main__', 'np': np}\n"
+              "exec(\"TABLE = {'alpha': 0.5}\\nARR = np.array([9.0, 2.0])\\nNAMES = {'a', 'b', 'c'}\\n"
+              "def g(x):\\n    return x * TABLE['alpha'] * ARR[0] * len(NAMES)\\n\", ns)\n"
+              "print(code_identity(ns['g']))")
+    outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (1, 2)}
+    assert len(outs) == 1 and "" not in outs
