@@ -36,6 +36,15 @@ def test_gpu_check_without_a_gpu_says_so_in_one_line_and_exits_3(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == "gpu-check.sh: unknown option --fast (see --help)"
 
 
+def test_gpu_check_help_is_the_comment_header_only():
+    done = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and done.stderr == ""
+    assert lines[0].startswith("Measure and check dask-pipeline on a GPU node")
+    assert lines[-1].startswith("VENV, WHEELS, CUDA_VISIBLE_DEVICES (which GPU)")  # the header's last line
+    assert not any(line.startswith(("set -euo", "repo=", "#")) for line in lines), lines[-3:]
+
+
 def _fake_nvidia_smi(folder: Path) -> None:
     """An ``nvidia-smi`` listing one GPU, for the script (``-L``) and for ``gpucheck.nvidia_smi`` (CSV)."""
     fake = folder / "nvidia-smi"
