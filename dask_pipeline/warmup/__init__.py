@@ -254,12 +254,17 @@ def kernel_groups(cfg: Any) -> list[str]:
 
 def _fingerprint() -> str:
     """What a compiled kernel depends on: the package's sources (path, size, mtime, as
-    numba's own cache index), numba, Python and the CPU numba compiles for."""
+    numba's own cache index), numba, Python and the CPU numba compiles for.
+
+    The package's absolute location too: numba files its cache by the sources' absolute
+    folder, so two identical installs sharing a fallback cache directory share no kernels,
+    and must not share a marker either (the second would report warm with nothing cached).
+    """
     import llvmlite.binding
     import numba
 
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(f"{numba.__version__}|{sys.version}|{platform.machine()}|".encode())
+    digest.update(f"{PACKAGE_DIR}|{numba.__version__}|{sys.version}|{platform.machine()}|".encode())
     digest.update(llvmlite.binding.get_host_cpu_name().encode())
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         stat = path.stat()

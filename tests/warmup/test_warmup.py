@@ -92,6 +92,24 @@ def test_warm_feature_groups_cover_a_single_indicator_feature_set():
     assert found["new"] == {}
 
 
+def test_fingerprint_tells_identical_installs_at_two_places_apart(tmp_path, monkeypatch):
+    """numba caches by the sources' absolute folder: an identical install elsewhere, sharing
+    the fallback cache directory, has none of the first one's kernels, so not its marker."""
+    installs = []
+    for place in ("a", "b"):
+        package = tmp_path / place / "dask_pipeline"
+        package.mkdir(parents=True)
+        (package / "kernels.py").write_text("x = 1\n")
+        os.utime(package / "kernels.py", ns=(1_700_000_000_000_000_000,) * 2)  # same size, same mtime
+        installs.append(package)
+    found = []
+    for package in installs:
+        monkeypatch.setattr(warmup, "PACKAGE_DIR", package)
+        found.append(warmup._fingerprint())
+    assert found[0] != found[1]
+    assert warmup._fingerprint() == found[1]  # and stable for one place
+
+
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dask_pipeline.cli", *args], env=env, capture_output=True,
                           text=True, timeout=600, cwd=REPO)
