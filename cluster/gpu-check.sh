@@ -35,7 +35,8 @@ out=""
 for arg in "$@"; do
     case "$arg" in
         --dry-run) dry_run="--dry-run" ;;
-        -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        # The comment header below the shebang, up to the first line of code, whatever its length.
+        -h|--help) awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         -*) echo "gpu-check.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
         *) if [[ -n "$out" ]]; then echo "gpu-check.sh: one OUT_DIR only (see --help)" >&2; exit 2; fi
            out="$arg" ;;

@@ -79,13 +79,39 @@ def entry() -> None:
     would still spend 1-2 s tearing down every module a run imports. Flush and leave
     instead. A bug's traceback leaves the usual way.
     """
-    code = main()
+    os._exit(_flush_output(main()))
+
+
+def _flush_output(code: int) -> int:
+    """Flush stdout and stderr before ``os._exit``; the exit status, telling output lost here.
+
+    A command that succeeded but whose last output could not be written did not succeed:
+    141 (128 + SIGPIPE, as ``main`` says it) when the reader left (``| head``), else 120
+    with one line on stderr, as Python itself exits when its final flush fails (a full
+    disk, ``> /dev/full``). A failed command keeps its own status.
+    """
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (| head): nothing more can be said
+        except ValueError:  # closed by the command: nothing of ours left in it
             pass
-    os._exit(code)
+        except BrokenPipeError:
+            if code == 0:
+                code = 141
+            try:  # the reader is gone: whatever is still buffered goes nowhere, quietly
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            except (OSError, ValueError):
+                pass
+        except OSError as exc:
+            if code == 0:
+                code = 120
+                if stream is sys.stdout:
+                    try:
+                        print(f"error: cannot write standard output ({exc.strerror or exc})", file=sys.stderr)
+                        sys.stderr.flush()
+                    except (OSError, ValueError):
+                        pass
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:

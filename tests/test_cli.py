@@ -1,5 +1,6 @@
 """The ``dask-pipeline`` command under Ctrl-C: one line with the ``--resume`` hint, exit 130, no
-traceback from the CLI or its workers, no process left behind."""
+traceback from the CLI or its workers, no process left behind; output it could not write at exit
+is a failure, not exit 0."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 
 def test_ctrl_c_is_one_line_and_leaves_no_process(tmp_path, small_store):
@@ -41,3 +43,29 @@ def test_ctrl_c_is_one_line_and_leaves_no_process(tmp_path, small_store):
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in err, err
     gone, alive = psutil.wait_procs(family, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
+
+
+def _synth(tmp_path, stdout) -> subprocess.CompletedProcess:
+    """A cheap command that succeeds and prints one line, its stdout block-buffered (not a terminal)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.run([sys.executable, "-m", "dask_pipeline.cli", "data", "synth", "--out", str(tmp_path / "store"),
+                           "--symbols", "1", "--start", "2020-01-01", "--end", "2020-01-10"],
+                          stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, timeout=120)  # fmt: skip
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_output_that_cannot_be_written_at_exit_is_exit_120_and_one_line(tmp_path):
+    with open("/dev/full", "w") as full:
+        done = _synth(tmp_path, full)
+    assert done.returncode == 120, done.stderr  # as plain Python exits when its last flush fails
+    assert done.stderr == "error: cannot write standard output (No space left on device)\n"
+
+
+def test_a_reader_gone_before_the_exit_flush_is_exit_141(tmp_path):
+    read, write = os.pipe()
+    os.close(read)  # the reader left (| head) before the command's buffered line was flushed
+    try:
+        done = _synth(tmp_path, write)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == ""

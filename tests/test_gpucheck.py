@@ -36,6 +36,38 @@ def test_gpu_check_without_a_gpu_says_so_in_one_line_and_exits_3(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == "gpu-check.sh: unknown option --fast (see --help)"
 
 
+def test_gpu_check_help_is_the_comment_header_only():
+    done = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and done.stderr == ""
+    assert lines[0].startswith("Measure and check dask-pipeline on a GPU node")
+    assert lines[-1].startswith("VENV, WHEELS, CUDA_VISIBLE_DEVICES (which GPU)")  # the header's last line
+    assert not any(line.startswith(("set -euo", "repo=", "#")) for line in lines), lines[-3:]
+
+
+def _fake_nvidia_smi(folder: Path) -> None:
+    """An ``nvidia-smi`` listing one GPU, for the script (``-L``) and for ``gpucheck.nvidia_smi`` (CSV)."""
+    fake = folder / "nvidia-smi"
+    fake.write_text('#!/bin/sh\nif [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA H200 (UUID: GPU-0)"; '
+                    'else echo "NVIDIA H200, 143771 MiB, 570.86"; fi\n')
+    fake.chmod(0o755)
+
+
+def test_gpu_probe_dry_run_on_a_gpu_node_skips_the_gpu_library_rows(tmp_path, monkeypatch):
+    """A dry run installs no CuPy or dask-cuda: on a node with a GPU their rows are skipped, not failed."""
+    _fake_nvidia_smi(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    node, rows = gpucheck.probe(dry_run=True)
+    status = {r["measure"]: r["status"] for r in rows}
+    assert node["gpus"] == [{"name": "NVIDIA H200", "memory": "143771 MiB", "driver": "570.86"}]
+    assert status == {"GPUs (nvidia-smi)": "ok", "numba-cuda": "skipped", "CuPy devices": "skipped",
+                      "waves.backend auto": "skipped", "XGBoost on the GPU": "skipped", "dask-cuda": "skipped"}
+    assert rows[0]["detail"] == "dry run: the GPU libraries are not installed"
+    # For real, the same node's GPU libraries are checked.
+    _, rows = gpucheck.probe()
+    assert all(r["status"] in ("ok", "failed") for r in rows)
+
+
 def test_gpu_junit_counts_and_skip_reasons(tmp_path):
     (tmp_path / "gpu-tests.xml").write_text(
         '<?xml version="1.0"?><testsuites><testsuite tests="5" failures="1" errors="0" skipped="2">'

@@ -118,20 +118,38 @@ def _bars(n: int = 600, gap: bool = True) -> Any:
     return bars
 
 
+def _single_output(names: Sequence[str]) -> list[str]:
+    """Those of ``names`` with one output column.
+
+    Alone in a feature set (``indicators: [rsi]``, common in tuning) such an indicator
+    makes the fused passes' ``out`` one column wide, which numba types as a C-layout array
+    where a wider one is F-layout: another specialisation of every fused kernel, which
+    each worker would compile though the marker says warm. So warm-up runs them alone too.
+    """
+    from dask_pipeline.features import engine
+
+    return [name for name in names if len(engine.INDICATORS[name].outputs) == 1]
+
+
 def _features(*names: str) -> Callable[[], None]:
-    """The fused pass(es) of these indicators through ``compute``: also the validation scan."""
+    """The fused pass(es) of these indicators through ``compute``: also the validation scan;
+    then each single-output one alone (:func:`_single_output`)."""
 
     def warm() -> None:
         from dask_pipeline.features import IndicatorSpec, compute
 
-        compute(_bars(), [IndicatorSpec(name=name) for name in names])
+        bars = _bars()
+        compute(bars, [IndicatorSpec(name=name) for name in names])
+        for name in _single_output(names):
+            compute(bars, [IndicatorSpec(name=name)])
 
     return warm
 
 
 def _fused_pass(*names: str) -> Callable[[], None]:
     """The fused pass(es) of these indicators alone, on bars without gaps: the groups
-    compiling beside ``features-close`` (on another worker) do not compile its scan again."""
+    compiling beside ``features-close`` (on another worker) do not compile its scan again;
+    then each single-output one alone (:func:`_single_output`)."""
 
     def warm() -> None:
         import numpy as np
@@ -139,13 +157,14 @@ def _fused_pass(*names: str) -> Callable[[], None]:
         from dask_pipeline.features import engine, fusion
 
         bars = _bars(gap=False)
-        items, first = [], 0
-        for name in names:
-            items.append(fusion.Item(name, engine.resolve_params(name, {}), first))
-            first += len(engine.INDICATORS[name].outputs)
         block = np.asarray(bars[list(engine.BAR_COLUMNS)].to_numpy().T, dtype=np.float64, order="C")
-        out = np.empty((len(bars), first), dtype=np.float32, order="F")
-        fusion.run(fusion.schedule(items, True, True), block, out, 0)
+        for feature_set in (names, *((name,) for name in _single_output(names))):
+            items, first = [], 0
+            for name in feature_set:
+                items.append(fusion.Item(name, engine.resolve_params(name, {}), first))
+                first += len(engine.INDICATORS[name].outputs)
+            out = np.empty((len(bars), first), dtype=np.float32, order="F")
+            fusion.run(fusion.schedule(items, True, True), block, out, 0)
 
     return warm
 
@@ -235,12 +254,17 @@ def kernel_groups(cfg: Any) -> list[str]:
 
 def _fingerprint() -> str:
     """What a compiled kernel depends on: the package's sources (path, size, mtime, as
-    numba's own cache index), numba, Python and the CPU numba compiles for."""
+    numba's own cache index), numba, Python and the CPU numba compiles for.
+
+    The package's absolute location too: numba files its cache by the sources' absolute
+    folder, so two identical installs sharing a fallback cache directory share no kernels,
+    and must not share a marker either (the second would report warm with nothing cached).
+    """
     import llvmlite.binding
     import numba
 
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(f"{numba.__version__}|{sys.version}|{platform.machine()}|".encode())
+    digest.update(f"{PACKAGE_DIR}|{numba.__version__}|{sys.version}|{platform.machine()}|".encode())
     digest.update(llvmlite.binding.get_host_cpu_name().encode())
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         stat = path.stat()

@@ -55,6 +55,61 @@ def test_warm_marks_the_machine_once(tmp_path, monkeypatch):
     assert warmup.warm("features-close", force=True)["ran"]
 
 
+_SINGLE_INDICATOR_SETS = """
+import json
+from numba.core.registry import CPUDispatcher
+from dask_pipeline import warmup
+from dask_pipeline.features import IndicatorSpec, compute, engine, fused, fusion
+
+def signatures():
+    return {name: [str(s) for s in f.signatures] for name, f in vars(fused).items() if isinstance(f, CPUDispatcher)}
+
+for group in warmup.FEATURE_GROUPS:
+    warmup.KERNEL_GROUPS[group]()
+warmed = signatures()
+singles = sorted(n for n in fusion.FUSED if len(engine.INDICATORS[n].outputs) == 1)
+for gap in (True, False):
+    for name in singles:
+        compute(warmup._bars(gap=gap), [IndicatorSpec(name=name)])
+after = signatures()
+print(json.dumps({"singles": singles, "new": {k: sorted(set(v) - set(warmed.get(k, []))) for k, v in after.items()
+                                             if set(v) - set(warmed.get(k, []))}}))
+"""
+
+
+def test_warm_feature_groups_cover_a_single_indicator_feature_set():
+    """A one-column ``out`` (``indicators: [rsi]``, common in tuning) is C-layout to numba, not
+    F: after the feature groups warmed, no single-indicator set types a fused kernel anew
+    (which every worker would compile though the marker says warm). A fresh process, so no
+    earlier test has compiled anything."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", _SINGLE_INDICATOR_SETS], capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"rsi", "ret", "std", "atr", "volume_z"} <= set(found["singles"])
+    assert found["new"] == {}
+
+
+def test_fingerprint_tells_identical_installs_at_two_places_apart(tmp_path, monkeypatch):
+    """numba caches by the sources' absolute folder: an identical install elsewhere, sharing
+    the fallback cache directory, has none of the first one's kernels, so not its marker."""
+    installs = []
+    for place in ("a", "b"):
+        package = tmp_path / place / "dask_pipeline"
+        package.mkdir(parents=True)
+        (package / "kernels.py").write_text("x = 1\n")
+        os.utime(package / "kernels.py", ns=(1_700_000_000_000_000_000,) * 2)  # same size, same mtime
+        installs.append(package)
+    found = []
+    for package in installs:
+        monkeypatch.setattr(warmup, "PACKAGE_DIR", package)
+        found.append(warmup._fingerprint())
+    assert found[0] != found[1]
+    assert warmup._fingerprint() == found[1]  # and stable for one place
+
+
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dask_pipeline.cli", *args], env=env, capture_output=True,
                           text=True, timeout=600, cwd=REPO)
