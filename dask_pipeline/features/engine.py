@@ -436,8 +436,7 @@ def compute(
         bench_close = _aligned_close(benchmark, bars.index, where)
 
     names = _column_index(key)
-    # Column-major so each feature is one contiguous column and the frame is one block.
-    out = np.empty((len(bars), len(names)), dtype=np.float32, order="F")
+    out = feature_block(len(bars), len(names))
     todo, firsts = _schedule(key, (bool(found[SCAN_HLC_ALIGNED]), bool(found[SCAN_CV_ALIGNED])))
     fusion.run(todo, block, out, int(found[SCAN_NAN]))
     if todo.generic:
@@ -446,7 +445,19 @@ def compute(
             indicator, params, _ = plan[position]
             for j, values in enumerate(indicator.compute(arrays, **params), start=firsts[position]):
                 out[:, j] = values
-    return pd.DataFrame(out, index=bars.index, columns=names, copy=False)
+    return pd.DataFrame(out[:, :len(names)], index=bars.index, columns=names, copy=False)
+
+
+def feature_block(n_bars: int, n_columns: int) -> np.ndarray:
+    """The float32 block the fused passes write, column-major (each feature one contiguous
+    column, the frame one block), with at least two columns: its first ``n_columns`` are
+    the features.
+
+    numba types an ``(n, 1)`` array as C-layout where a wider one is F-layout: every fused
+    kernel would compile a second time (on every worker, the warm-up's marker
+    notwithstanding) for a feature set of one indicator, common in a study.
+    """
+    return np.empty((n_bars, max(n_columns, 2)), dtype=np.float32, order="F")
 
 
 def _spec_key(spec) -> tuple:

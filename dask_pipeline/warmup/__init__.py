@@ -118,38 +118,20 @@ def _bars(n: int = 600, gap: bool = True) -> Any:
     return bars
 
 
-def _single_output(names: Sequence[str]) -> list[str]:
-    """Those of ``names`` with one output column.
-
-    Alone in a feature set (``indicators: [rsi]``, common in tuning) such an indicator
-    makes the fused passes' ``out`` one column wide, which numba types as a C-layout array
-    where a wider one is F-layout: another specialisation of every fused kernel, which
-    each worker would compile though the marker says warm. So warm-up runs them alone too.
-    """
-    from dask_pipeline.features import engine
-
-    return [name for name in names if len(engine.INDICATORS[name].outputs) == 1]
-
-
 def _features(*names: str) -> Callable[[], None]:
-    """The fused pass(es) of these indicators through ``compute``: also the validation scan;
-    then each single-output one alone (:func:`_single_output`)."""
+    """The fused pass(es) of these indicators through ``compute``: also the validation scan."""
 
     def warm() -> None:
         from dask_pipeline.features import IndicatorSpec, compute
 
-        bars = _bars()
-        compute(bars, [IndicatorSpec(name=name) for name in names])
-        for name in _single_output(names):
-            compute(bars, [IndicatorSpec(name=name)])
+        compute(_bars(), [IndicatorSpec(name=name) for name in names])
 
     return warm
 
 
 def _fused_pass(*names: str) -> Callable[[], None]:
     """The fused pass(es) of these indicators alone, on bars without gaps: the groups
-    compiling beside ``features-close`` (on another worker) do not compile its scan again;
-    then each single-output one alone (:func:`_single_output`)."""
+    compiling beside ``features-close`` (on another worker) do not compile its scan again."""
 
     def warm() -> None:
         import numpy as np
@@ -158,13 +140,12 @@ def _fused_pass(*names: str) -> Callable[[], None]:
 
         bars = _bars(gap=False)
         block = np.asarray(bars[list(engine.BAR_COLUMNS)].to_numpy().T, dtype=np.float64, order="C")
-        for feature_set in (names, *((name,) for name in _single_output(names))):
-            items, first = [], 0
-            for name in feature_set:
-                items.append(fusion.Item(name, engine.resolve_params(name, {}), first))
-                first += len(engine.INDICATORS[name].outputs)
-            out = np.empty((len(bars), first), dtype=np.float32, order="F")
-            fusion.run(fusion.schedule(items, True, True), block, out, 0)
+        items, first = [], 0
+        for name in names:
+            items.append(fusion.Item(name, engine.resolve_params(name, {}), first))
+            first += len(engine.INDICATORS[name].outputs)
+        out = engine.feature_block(len(bars), first)
+        fusion.run(fusion.schedule(items, True, True), block, out, 0)
 
     return warm
 
