@@ -160,6 +160,15 @@ def test_preset_can_be_chosen_on_the_command_line():
     ("mysql://alice:pa ss@db.internal/optuna", "mysql://alice:***@db.internal/optuna"),
     ("storage 'mysql://alice:pa ss w@rd@db/x' failed", "storage 'mysql://alice:***@db/x' failed"),
     ("a: postgresql://u:p1@h/x\nb: mysql://v:p 2@h/y\n", "a: postgresql://u:***@h/x\nb: mysql://v:***@h/y\n"),
+    ("https://api.example.com/bars?access_token=abc&api_key=k1&apikey=k2&page=2",
+     "https://api.example.com/bars?access_token=***&api_key=***&apikey=***&page=2"),
+    ("s3://b/p?X-Amz-Credential=AKIA%2F20240101&X-Amz-Signature=deadbeef&X-Amz-Security-Token=t&X-Amz-Expires=60",
+     "s3://b/p?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Security-Token=***&X-Amz-Expires=60"),
+    ("gs://b/o?X-Goog-Signature=ab&sig=cd&client_secret=ef&db_password=gh&user_pwd=ij&PASSWD=kl",
+     "gs://b/o?X-Goog-Signature=***&sig=***&client_secret=***&db_password=***&user_pwd=***&PASSWD=***"),
+    # Only query parameters: ordinary words and settings that merely contain such a name stay.
+    ("token=abc api_key: 12 password=x the keyboard keys", "token=abc api_key: 12 password=x the keyboard keys"),
+    ("https://h/x?region=eu&signed=1&page=2", "https://h/x?region=eu&signed=1&page=2"),
 ])
 def test_redact_masks_passwords_in_urls(text, shown):
     from dask_pipeline.config import redact
