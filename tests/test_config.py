@@ -176,6 +176,17 @@ def test_redact_masks_passwords_in_urls(text, shown):
     assert redact(text) == shown
 
 
+def test_a_long_password_with_spaces_is_masked_in_the_dumped_config():
+    """YAML wraps a long plain value at a space past column 80; the mask only sees whole lines."""
+    from dask_pipeline.config import dump_config
+
+    storage = ("mysql://optuna_service_account:correct horse battery staple and then some more words"
+               "@db.internal/optuna")
+    text = dump_config(load_config(overrides={"tune.storage": storage}))
+    assert "horse" not in text and "words" not in text
+    assert "  storage: mysql://optuna_service_account:***@db.internal/optuna\n" in text
+
+
 def test_a_storage_password_never_reaches_the_run_folder(tmp_path, small_store):
     """config.yaml and run.json of a run whose config holds a database URL with a password."""
     from dask_pipeline.runner import run
