@@ -257,6 +257,17 @@ def test_alias_bombs_and_deep_nesting_are_refused_fast(tmp_path, text, problem):
     assert time.perf_counter() - t0 < 5
 
 
+@pytest.mark.parametrize("text, problem", [
+    ("graph: datacheck\ndata: {root: x, root: y}\n", "line 2: not valid YAML (key 'root' appears twice, first on line 2)"),
+    ("graph: datacheck\ndata:\n  root: x\n  root: y\n", "line 4: not valid YAML (key 'root' appears twice, first on line 3)"),
+    ("folds: {train: 252}\nfolds: {test: 63}\n", "line 2: not valid YAML (key 'folds' appears twice, first on line 1)"),
+])
+def test_a_key_given_twice_is_refused_even_on_one_line(tmp_path, text, problem):
+    """A flow mapping repeats a key on the line it began: PyYAML would keep the last ``root``."""
+    with pytest.raises(ConfigError, match=r"c\.yaml: " + re.escape(problem) + "$"):
+        load_config(write(tmp_path, text))
+
+
 def test_a_huge_config_is_refused_before_parsing(tmp_path):
     import time
 
