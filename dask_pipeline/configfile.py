@@ -60,18 +60,20 @@ class ConfigLoader(yaml.SafeLoader):
         return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # By occurrence, not by line: a flow mapping (`{root: x, root: y}`) repeats a key on one line.
         first: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may repeat keys on purpose
                 continue
             key = self.construct_object(key_node, deep=True)
             try:
-                line = first.setdefault(key, key_node.start_mark.line)
+                line = first.get(key)
             except TypeError:  # an unhashable key: the base class reports it
                 continue
-            if line != key_node.start_mark.line:
+            if line is not None:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice, first on line {line + 1}", key_node.start_mark)
+            first[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:

@@ -9,10 +9,17 @@ import re
 #: A URL's password (``scheme://user:PASSWORD@host``) and secret-looking query parameters.
 #: The password runs to the last ``@`` before the host: it may hold ``@`` and, typed
 #: unencoded, spaces (``mysql://alice:pa ss@db/x``); the host is the text after that ``@``
-#: up to the end of the line or the next space. It never spans lines or another ``://``.
+#: up to the end of the line or the next space. It never spans lines or another ``://``,
+#: so a YAML writer must not wrap long values (``dump_config``).
+#: A query parameter is secret when its name holds one of these words (``access_token``,
+#: ``apikey``, ``X-Amz-Signature``, ``X-Goog-Credential``) or is ``sig`` (Azure SAS); only
+#: after ``?``, ``&`` or ``;``, so prose and config keys such as ``api_key:`` stay as written.
+_SECRET_WORDS = "token|key|secret|signature|credential|password|passwd|pwd"
 _SECRETS = re.compile(
     r"(?P<keep>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?:(?!://)[^\n]){0,200}?(?=@[^@\s]*(?:\s|$))"
-    r"|(?P<qkeep>[?&;](?:password|passwd|pwd|secret|token|key|access_key|secret_key|sig|signature)=)[^&;\s'\"]*",
+    # The look-ahead finds the word inside the name, which is then taken whole: linear time,
+    # where ``name*(word)name*=`` is quadratic on a long name without ``=``.
+    rf"|(?P<qkeep>[?&;](?:(?=[\w.-]*?(?:{_SECRET_WORDS}))[\w.-]+|sig)=)[^&;\s'\"]*",
     re.IGNORECASE,
 )
 

@@ -104,4 +104,6 @@ def dump_config(cfg: BaseModel) -> str:
     """A resolved config as YAML text, with any password in a URL masked (``redact``)."""
     import yaml
 
-    return redact(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    # Unwrapped: a long value would be folded at a space, and a password typed with spaces
+    # split over two lines, where ``redact`` (one line at a time) no longer sees it whole.
+    return redact(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, width=float("inf")))

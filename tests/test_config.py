@@ -160,11 +160,31 @@ def test_preset_can_be_chosen_on_the_command_line():
     ("mysql://alice:pa ss@db.internal/optuna", "mysql://alice:***@db.internal/optuna"),
     ("storage 'mysql://alice:pa ss w@rd@db/x' failed", "storage 'mysql://alice:***@db/x' failed"),
     ("a: postgresql://u:p1@h/x\nb: mysql://v:p 2@h/y\n", "a: postgresql://u:***@h/x\nb: mysql://v:***@h/y\n"),
+    ("https://api.example.com/bars?access_token=abc&api_key=k1&apikey=k2&page=2",
+     "https://api.example.com/bars?access_token=***&api_key=***&apikey=***&page=2"),
+    ("s3://b/p?X-Amz-Credential=AKIA%2F20240101&X-Amz-Signature=deadbeef&X-Amz-Security-Token=t&X-Amz-Expires=60",
+     "s3://b/p?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Security-Token=***&X-Amz-Expires=60"),
+    ("gs://b/o?X-Goog-Signature=ab&sig=cd&client_secret=ef&db_password=gh&user_pwd=ij&PASSWD=kl",
+     "gs://b/o?X-Goog-Signature=***&sig=***&client_secret=***&db_password=***&user_pwd=***&PASSWD=***"),
+    # Only query parameters: ordinary words and settings that merely contain such a name stay.
+    ("token=abc api_key: 12 password=x the keyboard keys", "token=abc api_key: 12 password=x the keyboard keys"),
+    ("https://h/x?region=eu&signed=1&page=2", "https://h/x?region=eu&signed=1&page=2"),
 ])
 def test_redact_masks_passwords_in_urls(text, shown):
     from dask_pipeline.config import redact
 
     assert redact(text) == shown
+
+
+def test_a_long_password_with_spaces_is_masked_in_the_dumped_config():
+    """YAML wraps a long plain value at a space past column 80; the mask only sees whole lines."""
+    from dask_pipeline.config import dump_config
+
+    storage = ("mysql://optuna_service_account:correct horse battery staple and then some more words"
+               "@db.internal/optuna")
+    text = dump_config(load_config(overrides={"tune.storage": storage}))
+    assert "horse" not in text and "words" not in text
+    assert "  storage: mysql://optuna_service_account:***@db.internal/optuna\n" in text
 
 
 def test_a_storage_password_never_reaches_the_run_folder(tmp_path, small_store):
@@ -235,6 +255,17 @@ def test_alias_bombs_and_deep_nesting_are_refused_fast(tmp_path, text, problem):
     with pytest.raises(ConfigError, match=re.escape(problem)):
         load_config(write(tmp_path, text))
     assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("graph: datacheck\ndata: {root: x, root: y}\n", "line 2: not valid YAML (key 'root' appears twice, first on line 2)"),
+    ("graph: datacheck\ndata:\n  root: x\n  root: y\n", "line 4: not valid YAML (key 'root' appears twice, first on line 3)"),
+    ("folds: {train: 252}\nfolds: {test: 63}\n", "line 2: not valid YAML (key 'folds' appears twice, first on line 1)"),
+])
+def test_a_key_given_twice_is_refused_even_on_one_line(tmp_path, text, problem):
+    """A flow mapping repeats a key on the line it began: PyYAML would keep the last ``root``."""
+    with pytest.raises(ConfigError, match=r"c\.yaml: " + re.escape(problem) + "$"):
+        load_config(write(tmp_path, text))
 
 
 def test_a_huge_config_is_refused_before_parsing(tmp_path):

@@ -14,9 +14,11 @@ Writes are all-or-nothing per call: every frame is validated and written into a 
 staging folder of the root (``.import-*``) before any symbol is touched; then a new
 symbol's folder is renamed in whole and an existing symbol's part file replaced. On bad
 input nothing is left behind: the staging folder and a root directory that the call
-created are removed. A crash between the first and last move can leave some symbols
-updated, never a half-written file nor a ``symbol=X/`` folder without its part file; a
-killed writer's staging folder is hidden from every reader and removed by a later write.
+created are removed. A crash or a power cut between the first and last move can leave
+some symbols updated, never a half-written file nor a ``symbol=X/`` folder without its part
+file (a local part file and its folder are fsynced before they move, the folders they move
+into after); a killed writer's staging folder is hidden from every reader and removed by a
+later write.
 On an object store the objects are staged the same way and each is then copied
 server-side over its destination and deleted: a PUT or COPY replaces an object
 atomically, so readers see the old part file or the new one, never a part of one.
@@ -187,10 +189,16 @@ def write_validated(
                         # byte-stream-split doubles compress about 7 % smaller under zstd.
                         use_dictionary=False, use_byte_stream_split=list(BAR_COLUMNS),
                     )
+                    if location.local:  # an object store has no fsync: a PUT is whole or absent
+                        # On disk before it is published: after a power cut the published name
+                        # never points at a file whose blocks were not written yet.
+                        sink.flush()
+                        os.fsync(sink.fileno())
             staged.append(symbol)
         with location.failures("publish the written files"):
-            for symbol in staged:
-                _publish_symbol(location, staging, symbol)
+            changed = {_publish_symbol(location, staging, symbol) for symbol in staged}
+            for directory in sorted(changed - {None}):
+                _sync_directory(directory)  # the renames themselves on disk
     except BaseException:
         _remove_staging(location, staging, held)
         held = None
@@ -209,14 +217,18 @@ _STAGING_PREFIX = ".import-"
 _STALE_SECONDS = 60
 
 
-def _publish_symbol(location: StoreLocation, staging: str, symbol: str) -> None:
-    """Move one staged symbol into the store: its new folder whole, or its part file over the old one."""
+def _publish_symbol(location: StoreLocation, staging: str, symbol: str) -> str | None:
+    """Move one staged symbol into the store: its new folder whole, or its part file over the old one.
+
+    Returns the local folder whose entries the move changed (to fsync once all are moved), or None.
+    """
     staged_dir = f"{staging}/{partition_name(symbol)}"
     final_dir = location.join(partition_name(symbol))
     if location.local:
+        _sync_directory(staged_dir)  # the part file's name, which a folder renamed whole carries
         try:
             os.rename(staged_dir, final_dir)  # a new symbol appears complete, or not at all
-            return
+            return location.path
         except OSError as exc:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
                 raise
@@ -224,8 +236,24 @@ def _publish_symbol(location: StoreLocation, staging: str, symbol: str) -> None:
         for name in os.listdir(final_dir):  # temp files of writes of older versions that were killed
             if name.startswith(f".{PART_FILE}.") and name.endswith(".tmp"):
                 os.unlink(f"{final_dir}/{name}")
-    else:
-        location.publish(f"{staged_dir}/{PART_FILE}", f"{final_dir}/{PART_FILE}")
+        return final_dir
+    location.publish(f"{staged_dir}/{PART_FILE}", f"{final_dir}/{PART_FILE}")
+    return None
+
+
+def _sync_directory(directory: str) -> None:
+    """fsync a local folder, so the names created or moved in it survive a power cut."""
+    # Best effort: some filesystems (network, FUSE) refuse fsync on a folder; the files were synced.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _hold(folder: str) -> int | None:

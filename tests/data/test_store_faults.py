@@ -88,6 +88,47 @@ def test_an_older_crash_leftover_is_named_then_cleaned(tmp_path, market):
     assert len(load_bars(root, "ORPHAN")) == len(market[symbol])
 
 
+def test_part_files_are_on_disk_before_they_are_published(tmp_path, market, monkeypatch):
+    """A power cut cannot be simulated, so the order is checked: each staged part file (and a new
+    symbol's folder, which holds its name) is fsynced before the rename that publishes it, and
+    the folder that rename changed after it; else a power cut can leave an empty part file."""
+    root = tmp_path / "store"
+    old, new = list(market)[:2]
+    write_dataset(root, {old: market[old]})
+    events: list[tuple[str, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def recorded(move):
+        def recording(src, dst, *args, **kwargs):
+            events.append(("move", os.stat(src).st_ino))
+            move(src, dst, *args, **kwargs)
+        return recording
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", recorded(os.rename))
+    monkeypatch.setattr(os, "replace", recorded(os.replace))
+    write_dataset(root, {old: market[old], new: market[new]})
+
+    def synced(path, before=None, after=None):
+        return ("fsync", os.stat(path).st_ino) in events[after + 1 if after is not None else 0:before]
+
+    def published(path):
+        return events.index(("move", os.stat(path).st_ino))
+
+    new_dir, old_dir = root / store.partition_name(new), root / store.partition_name(old)
+    # A new symbol: its staged folder is renamed into the root.
+    assert synced(new_dir / store.PART_FILE, before=published(new_dir))
+    assert synced(new_dir, before=published(new_dir))
+    assert synced(root, after=published(new_dir))
+    # An existing symbol: its staged part file replaces the old one.
+    assert synced(old_dir / store.PART_FILE, before=published(old_dir / store.PART_FILE))
+    assert synced(old_dir, after=published(old_dir / store.PART_FILE))
+
+
 def test_nfc_and_nfd_names_are_one_symbol(tmp_path, market):
     bars = next(iter(market.values()))
     nfc, nfd = unicodedata.normalize("NFC", "SOCIÉTÉ"), unicodedata.normalize("NFD", "SOCIÉTÉ")
