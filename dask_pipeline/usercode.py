@@ -200,10 +200,17 @@ def _hash_value(value: Any, digest: Any, seen: set[int], func: Any, depth: int =
     Modules, classes and functions of other modules count by name (their code is the
     package's: a version); any other object by its type.
     """
+    digest.update(type(value).__qualname__.encode())
+    try:
+        _hash_data(value, digest, seen, func, depth)
+    except Exception:  # data that will not hash (a frame of lists): its type alone, as for any object
+        digest.update(b"<unhashable>")
+
+
+def _hash_data(value: Any, digest: Any, seen: set[int], func: Any, depth: int) -> None:
     import numpy as np
     import pandas as pd
 
-    digest.update(type(value).__qualname__.encode())
     if value is None or isinstance(value, bool | int | float | complex | str | bytes | np.generic):
         digest.update(repr(value).encode())
     elif isinstance(value, types.ModuleType):

@@ -3,9 +3,10 @@
 Each ``*_ref`` function computes one indicator from bar columns, written for clarity,
 not speed (windowed statistics via ``sliding_window_view``, recursive ones as Python
 loops). Its twin is the kernel of the same name in :mod:`dask_pipeline.features.kernels`
-(rolling moments: :mod:`dask_pipeline.features.moments`), or the kernels the engine chains for it where indicators share a pass: ``std_ref``,
-``zscore_ref`` and ``bbands_ref`` <- ``rolling_moments_nb`` (+ ``zscore_nb`` /
-``bbands_nb``); ``atr_ref`` and ``natr_ref`` <- ``wilder_atr_nb`` (+ ``natr_nb``).
+(rolling moments: :mod:`dask_pipeline.features.moments`), or the kernels the engine chains
+for it where indicators share a pass: ``std_ref``, ``zscore_ref`` and ``bbands_ref`` <-
+``rolling_moments_nb`` (+ ``zscore_nb`` / ``bbands_nb``); ``atr_ref`` and ``natr_ref`` <-
+``wilder_atr_nb`` (+ ``natr_nb``).
 The tests hold every kernel to its twin.
 
 Definitions follow TA-Lib: population standard deviation, SMA-seeded EMA, Wilder

@@ -286,8 +286,8 @@ def check_space(cfg: Any) -> None:
 
     Each path must be a config key outside ``graph``, ``tune``, ``cluster``, ``output``,
     ``data`` and the sections a trial never reads (``waves``, ``monitor``, ``plugins``; nor
-    ``model.preset`` for an estimator given by class path) -- under ``features`` only an indicator's parameter or ``enabled``
-    (``features.rsi.window``) -- and the config must accept every probed value of its
+    ``model.preset`` for an estimator given by class path) -- under ``features`` only an
+    indicator's parameter or ``enabled`` (``features.rsi.window``) -- and the config must accept every probed value of its
     distribution (both ends, an interior point, or the listed choices): checked by
     validating the whole config with the value in place, so every section's own rules
     apply. A parameter of an indicator whose ``enabled`` the space also searches is
