@@ -29,7 +29,7 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 
-from dask_pipeline.data.timestamps import TimeFormat, parse_timestamps, to_utc
+from dask_pipeline.data.timestamps import TimeFormat, parse_timestamps
 from dask_pipeline.data.validate import BAR_COLUMNS, PRICE_COLUMNS, bars_error, first_row_problem, format_value
 from dask_pipeline.errors import DataError
 
@@ -218,14 +218,7 @@ def _time_index(raw, by_key, time_key, column, source, symbols, rows, fmt: TimeF
     values = raw[column]
     label = str(column) if time_key is not None else "the unnamed first column"
     if pd.api.types.is_datetime64_any_dtype(values):
-        def fail(p: int, problem: str) -> DataError:
-            symbol = symbols if isinstance(symbols, str) else symbols[p]
-            return DataError(f"{source}: symbol {symbol}, row {rows[p]}: {problem}")
-
-        missing = values.isna().to_numpy()
-        if missing.any():
-            raise fail(int(np.argmax(missing)), f"column '{label}' is empty")
-        return to_utc(pd.DatetimeIndex(values, name="timestamp"), fmt.tz, values.astype(str), fail, symbols)
+        return parse_timestamps(values, fmt, source, label, symbols, rows)
     try:
         return parse_timestamps(values, fmt, source, label, symbols, rows)
     except DataError:

@@ -73,7 +73,8 @@ def parse_timestamps(
     Parameters
     ----------
     text
-        Timestamp cells (strings; NaN for an empty cell).
+        Timestamp cells (strings; NaN for an empty cell), or a column of timestamps (from
+        Parquet), which is only converted to UTC.
     fmt
         How to read them.
     where
@@ -94,6 +95,8 @@ def parse_timestamps(
     missing = text.isna().to_numpy()
     if missing.any():
         raise fail(int(np.argmax(missing)), f"column '{column}' is empty")
+    if pd.api.types.is_datetime64_any_dtype(text):  # a Parquet column of timestamps: nothing to parse
+        return to_utc(pd.DatetimeIndex(text, name="timestamp"), fmt.tz, text.astype(str), fail, symbols)
     cells = text.astype(str).str.strip()
     utc = bool(cells.str.contains(_OFFSET).any())
     if fmt.date_format is not None:
