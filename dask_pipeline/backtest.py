@@ -351,7 +351,7 @@ def measure(sim: Simulation, periods_per_year: int | Mapping[str, int] | None = 
     rows, notes = [], []
     for j, name in enumerate(sim.columns):
         own = sim.bars[:, j]
-        ppy = _periods(periods_per_year, name, sim.index[own])
+        ppy = curve_periods(periods_per_year, name, sim.index[own])
         r = np.ascontiguousarray(sim.net[own, j])
         stats = metrics_nb(r, float(ppy))
         turn, held = sim.turnover[own, j], sim.held[own, j]
@@ -463,7 +463,7 @@ def _carried(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame.ffill().fillna(0.0).to_numpy(dtype=np.float64))
 
 
-def _periods(periods_per_year: int | Mapping[str, int] | None, column: str, own: pd.DatetimeIndex) -> float:
+def curve_periods(periods_per_year: int | Mapping[str, int] | None, column: str, own: pd.DatetimeIndex) -> float:
     """The annualisation figure of one column: given, looked up, or inferred from its own bars."""
     if isinstance(periods_per_year, Mapping):
         if column in periods_per_year:

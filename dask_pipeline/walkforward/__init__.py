@@ -51,9 +51,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from dask_pipeline.backtest import (METRICS, PORTFOLIO, TRADE_METRICS, BacktestConfig, Simulation, measure, positions,
-                                    simulate)
-from dask_pipeline.calendars import infer_calendar, union_of
+from dask_pipeline.backtest import (METRICS, PORTFOLIO, TRADE_METRICS, BacktestConfig, Simulation, curve_periods, measure,
+                                    positions, simulate)
+from dask_pipeline.calendars import union_of
 from dask_pipeline.errors import DataError
 from dask_pipeline.folds import Fold
 from dask_pipeline.models import LabelConfig, ModelConfig, fit_fold, make_label
@@ -450,17 +450,8 @@ def _trading_rows(pred: pd.DataFrame, close_at: Mapping[str, pd.Timestamp]) -> p
 
 def _annualisation(sim: Simulation, fold: Fold, cfg: BacktestConfig) -> dict[str, float]:
     """Periods per year of every curve: the config's, else the fold's plan, else each curve's own bars."""
-    if cfg.periods_per_year:
-        return dict.fromkeys(sim.columns, float(cfg.periods_per_year))
-    planned = fold.annualisation()
-    out = {}
-    for j, name in enumerate(sim.columns):
-        if name in planned:
-            out[name] = float(planned[name])
-        else:
-            own = sim.index[sim.bars[:, j]]
-            out[name] = float(infer_calendar(own, name).periods_per_year) if len(own) > 1 else np.nan
-    return out
+    given = cfg.periods_per_year or fold.annualisation()
+    return {name: curve_periods(given, name, sim.index[sim.bars[:, j]]) for j, name in enumerate(sim.columns)}
 
 
 def _with_benchmark(table: pd.DataFrame, strategy: Simulation, hold: Simulation,
