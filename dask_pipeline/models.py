@@ -468,9 +468,6 @@ def make_estimator(cfg: ModelConfig, task: str, random_state: int):
             f"model.params: {', '.join(unknown)} not valid for {cls.__name__}; valid: "
             f"{', '.join(sorted(valid - set(MANAGED_PARAMS)))}"
         )
-    device = "cpu" if cfg.device == "auto" else cfg.device  # auto unresolved by a graph: the CPU
-    if device == "cuda":
-        require_gpu(cfg.name)
     return cls(**params, **spec.managed(valid, random_state, device))
 
 
