@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import reduce
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,3 +113,9 @@ def bar_size(spacing: pd.Timedelta) -> str:
 
     text = to_offset(spacing).freqstr
     return text if text[0].isdigit() else f"1{text}"
+
+
+def when(stamp: Any) -> str:
+    """A timestamp as a person reads it: the date, and the time of day when it has one."""
+    stamp = pd.Timestamp(stamp)
+    return f"{stamp:%Y-%m-%d}" if stamp == stamp.normalize() else f"{stamp:%Y-%m-%d %H:%M}"

@@ -72,7 +72,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from dask_pipeline.calendars import Calendar, alike, describe_calendars, infer_calendar, union_of
+from dask_pipeline.calendars import Calendar, alike, describe_calendars, infer_calendar, union_of, when
 from dask_pipeline.errors import ConfigError, DataError
 from dask_pipeline.schema import Section
 
@@ -393,7 +393,7 @@ def plan_folds(
             else:
                 sat_out.append((symbol, why))
         if not taking:
-            notes.append(f"folds: skipped the test window from {_when(fold.test_start)}: no symbol has enough "
+            notes.append(f"folds: skipped the test window from {when(fold.test_start)}: no symbol has enough "
                          f"history before it")
             continue
         key = tuple(taking)
@@ -444,7 +444,7 @@ def _laid_out(index: pd.DatetimeIndex, cfg: FoldsConfig, horizon: int) -> tuple[
     if last.test_end != index[-1] or not _too_short(index, last, test, minimum):
         return folds, []
     shown = str(minimum) if minimum is not None else f"half of folds.test {test}"
-    window = f"the last test window, {_when(last.test_start)} to {_when(last.test_end)} ({last.n_test} bars)"
+    window = f"the last test window, {when(last.test_start)} to {when(last.test_end)} ({last.n_test} bars)"
     if len(folds) == 1:
         raise DataError(f"{window} is shorter than folds.min_test ({shown}) and is the only one; shorten "
                         "folds.train or folds.test, lower folds.min_test, or widen data.start / data.end")
@@ -482,21 +482,16 @@ def _sits_out(index: pd.DatetimeIndex, calendar: Calendar, fold: Fold, history_s
     first_test = int(index.searchsorted(fold.test_start, side="left"))
     if int(index.searchsorted(fold.test_end, side="right")) <= first_test:
         if index[-1] < fold.test_start:
-            return f"no bars in the test window (its last bar is {_when(index[-1])})"
+            return f"no bars in the test window (its last bar is {when(index[-1])})"
         if index[0] > fold.test_end:
-            return f"no bars in the test window (its first bar is {_when(index[0])})"
+            return f"no bars in the test window (its first bar is {when(index[0])})"
         return "no bars in the test window"
     have = first_test - int(index.searchsorted(history_start, side="left"))
     need = calendar.expected_bars(fold.test_start - history_start)
     if have < MIN_HISTORY * need:
         return (f"too little history: {have} of about {need:.0f} bars in the training window from "
-                f"{_when(history_start)}")
+                f"{when(history_start)}")
     return None
-
-
-def _when(stamp: pd.Timestamp) -> str:
-    """A timestamp as a person reads it: the date, and the time of day when it has one."""
-    return f"{stamp:%Y-%m-%d}" if stamp == stamp.normalize() else f"{stamp:%Y-%m-%d %H:%M}"
 
 
 def folds_from_dates(

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from dask_pipeline.calendars import when
 from dask_pipeline.results import verify_run_folder, write_bytes, write_text
 
 TOP_IMPORTANCES = 20
@@ -116,12 +117,6 @@ def _table(frame: pd.DataFrame, index: bool = False) -> str:
 def _contents(ids: list[tuple[str, str]]) -> str:
     links = " · ".join(f'<a href="#{i}">{_esc(t)}</a>' for i, t in ids)
     return f"<nav>{links}</nav>"
-
-
-def _when(stamp: Any) -> str:
-    """A timestamp as a person reads it: the date, and the time of day when it has one."""
-    stamp = pd.Timestamp(stamp)
-    return f"{stamp:%Y-%m-%d}" if stamp == stamp.normalize() else f"{stamp:%Y-%m-%d %H:%M}"
 
 
 def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
@@ -335,7 +330,7 @@ def equity_section(page: _Page, record: dict[str, Any]) -> None:
         rows.append(row)
     table = pd.DataFrame(rows)
     for column in ("first", "last"):
-        table[column] = table[column].map(_when)
+        table[column] = table[column].map(when)
     page.section("equity", "Equity curves", *blocks, _table(table))
 
 
@@ -360,7 +355,7 @@ def folds_section(page: _Page, record: dict[str, Any]) -> None:
     table = portfolio[[c for c in FOLD_COLUMNS if c in portfolio]].copy()
     for column in ("test_start", "test_end"):
         if column in table:
-            table[column] = table[column].map(_when)
+            table[column] = table[column].map(when)
     blocks = []
     if "sharpe" in portfolio:
         def draw(fig: Any) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_pipeline.calendars import when
 from dask_pipeline.errors import ExtensionError
 from dask_pipeline.features import engine
 from dask_pipeline.features.spec import IndicatorSpec
@@ -146,13 +147,13 @@ def check_lookahead(
     if moved is not None:
         raise LookAheadError(
             f"indicator {label} is not deterministic{where}: computed twice on the same {len(bars)} bars, "
-            f"{moved.column} at {_when(bars.index[moved.row])} was {_text(moved.full)} then {_text(moved.prefix)}; "
+            f"{moved.column} at {when(bars.index[moved.row])} was {_text(moved.full)} then {_text(moved.prefix)}; "
             "seed any randomness from the bars or the parameters")
     leak = find_leak(bars, spec, cuts, benchmark)
     if leak is not None:
         raise LookAheadError(
-            f"indicator {label} looks ahead{where}: {leak.column} at {_when(bars.index[leak.row])} is "
-            f"{_text(leak.prefix)} on the bars up to {_when(bars.index[leak.cut - 1])} but {_text(leak.full)} once "
+            f"indicator {label} looks ahead{where}: {leak.column} at {when(bars.index[leak.row])} is "
+            f"{_text(leak.prefix)} on the bars up to {when(bars.index[leak.cut - 1])} but {_text(leak.full)} once "
             "later bars are added; a feature at t may read bars at t or before only (no shift(-k), centred "
             "window or statistic of the whole sample)")
     return len(cuts)
@@ -193,10 +194,6 @@ def _first_difference(full: pd.DataFrame, other: pd.DataFrame, scale: np.ndarray
 def _label(spec: IndicatorSpec) -> str:
     params = ", ".join(f"{k}={v}" for k, v in spec.params.items())
     return f"{spec.name!r}" + (f" ({params})" if params else "")
-
-
-def _when(stamp: pd.Timestamp) -> str:
-    return str(stamp.date()) if stamp == stamp.normalize() else stamp.strftime("%Y-%m-%d %H:%M")
 
 
 def _text(value: Any) -> str:
