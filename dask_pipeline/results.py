@@ -299,17 +299,17 @@ def swap_in(staging: Path, target: Path) -> Path | None:
     """Make ``staging`` the folder at ``target`` in one step; return where the previous folder went (or None)."""
     if not os.path.lexists(target):
         os.rename(staging, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return None
     if _exchange(staging, target):
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return staging
     # No atomic exchange on this platform or filesystem: between these two renames there is
     # no folder at ``target`` (never a mixed one); ``recover`` puts the previous one back.
     previous = _sibling(target, _OLD)
     os.rename(target, previous)
     os.rename(staging, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return previous
 
 
@@ -368,8 +368,11 @@ def _sibling(target: Path, kind: str) -> Path:
     return target.parent / f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _fsync_dir(folder: Path) -> None:
-    # The renames themselves on disk: after a power cut the folder is the new one or the old.
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """fsync a local folder, so the names created or moved in it survive a power cut.
+
+    Best effort: some filesystems (network, FUSE) refuse fsync on a folder; the files were synced.
+    """
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:

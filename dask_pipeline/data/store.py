@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from dask_pipeline.data.location import PathLike, StoreLocation, is_url, locate
 from dask_pipeline.data.validate import BAR_COLUMNS, bars_error, first_row_problem, row_label, validate_bars
 from dask_pipeline.errors import DataError
+from dask_pipeline.results import fsync_dir
 
 PART_FILE = "part-0.parquet"
 PARTITION_KEY = "symbol"
@@ -198,7 +199,7 @@ def write_validated(
         with location.failures("publish the written files"):
             changed = {_publish_symbol(location, staging, symbol) for symbol in staged}
             for directory in sorted(changed - {None}):
-                _sync_directory(directory)  # the renames themselves on disk
+                fsync_dir(directory)  # the renames themselves on disk
     except BaseException:
         _remove_staging(location, staging, held)
         held = None
@@ -225,7 +226,7 @@ def _publish_symbol(location: StoreLocation, staging: str, symbol: str) -> str |
     staged_dir = f"{staging}/{partition_name(symbol)}"
     final_dir = location.join(partition_name(symbol))
     if location.local:
-        _sync_directory(staged_dir)  # the part file's name, which a folder renamed whole carries
+        fsync_dir(staged_dir)  # the part file's name, which a folder renamed whole carries
         try:
             os.rename(staged_dir, final_dir)  # a new symbol appears complete, or not at all
             return location.path
@@ -239,21 +240,6 @@ def _publish_symbol(location: StoreLocation, staging: str, symbol: str) -> str |
         return final_dir
     location.publish(f"{staged_dir}/{PART_FILE}", f"{final_dir}/{PART_FILE}")
     return None
-
-
-def _sync_directory(directory: str) -> None:
-    """fsync a local folder, so the names created or moved in it survive a power cut."""
-    # Best effort: some filesystems (network, FUSE) refuse fsync on a folder; the files were synced.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _hold(folder: str) -> int | None:
