@@ -29,8 +29,9 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 
-from dask_pipeline.data.timestamps import TimeFormat, parse_timestamps
-from dask_pipeline.data.validate import BAR_COLUMNS, PRICE_COLUMNS, bars_error, first_row_problem, format_value
+from dask_pipeline.data.timestamps import TimeFormat, parse_timestamps, symbol_groups
+from dask_pipeline.data.validate import (BAR_COLUMNS, PRICE_COLUMNS, bars_error, first_row_problem, format_value,
+                                         row_label)
 from dask_pipeline.errors import DataError
 
 TIME_COLUMNS = ("timestamp", "datetime", "date", "time")
@@ -110,13 +111,12 @@ def table_bars(
     text = pd.DataFrame({name: raw[by_key[name]].to_numpy() if name in by_key else np.nan for name in BAR_COLUMNS},
                         index=index)
     out: dict[str, pd.DataFrame] = {}
-    for name, positions in _groups(symbols).items():
+    for name, positions in symbol_groups(symbols).items():
         part = text.iloc[positions]
         found = first_row_problem(part, rows[positions])
         if found is not None:
             p, problem = found
-            stamp = part.index[p]
-            raise bars_error(source, name, problem, row=f"{rows[positions[p]]} ({stamp.isoformat()})")
+            raise bars_error(source, name, problem, row=row_label(part.index, p, rows[positions]))
         bars = part.apply(pd.to_numeric).astype(np.float64)
         if ADJ_CLOSE in by_key:
             factor = _adjustment(raw[by_key[ADJ_CLOSE]].iloc[positions], bars["close"], by_key[ADJ_CLOSE], source, name,
@@ -230,14 +230,6 @@ def _time_index(raw, by_key, time_key, column, source, symbols, rows, fmt: TimeF
         raise
 
 
-def _groups(symbols: np.ndarray) -> dict[str, np.ndarray]:
-    """Row positions of each symbol, in order of first appearance."""
-    codes, uniques = pd.factorize(symbols)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-    return {str(u): order[bounds[i]:bounds[i + 1]] for i, u in enumerate(uniques)}
-
-
 def _adjustment(adj_text: pd.Series, close: pd.Series, column: str, source: str, symbol: str,
                 rows: np.ndarray) -> np.ndarray:
     """Per-row ``adj_close / close``; a cell that is not a positive finite ratio is an error naming its row."""
@@ -256,5 +248,5 @@ def _adjustment(adj_text: pd.Series, close: pd.Series, column: str, source: str,
         else:
             problem = (f"cannot adjust: {column} {format_value(adj[p])} / close {format_value(close_values[p])} "
                        "is not a positive ratio")
-        raise bars_error(source, symbol, problem, row=f"{rows[p]} ({close.index[p].isoformat()})")
+        raise bars_error(source, symbol, problem, row=row_label(close.index, p, rows))
     return factor

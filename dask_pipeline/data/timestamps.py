@@ -186,16 +186,22 @@ def to_utc(stamps: pd.DatetimeIndex, tz: str | None, cells: pd.Series, fail,
         return stamps.tz_convert("UTC").as_unit("ns")
     if tz is None:
         return stamps.tz_localize("UTC").as_unit("ns")
-    if symbols is not None and not isinstance(symbols, str):
-        codes, uniques = pd.factorize(np.asarray(symbols))
-        if len(uniques) > 1:
-            out = np.empty(len(stamps), dtype="datetime64[ns]")
-            for code in range(len(uniques)):
-                where = np.flatnonzero(codes == code)
-                part = _localized(stamps[where], tz, cells.iloc[where], lambda p, problem: fail(where[p], problem))
-                out[where] = part.tz_localize(None).to_numpy()
-            return pd.DatetimeIndex(out, name=stamps.name).tz_localize("UTC")
+    groups = symbol_groups(symbols) if symbols is not None and not isinstance(symbols, str) else {}
+    if len(groups) > 1:
+        out = np.empty(len(stamps), dtype="datetime64[ns]")
+        for where in groups.values():
+            part = _localized(stamps[where], tz, cells.iloc[where], lambda p, problem: fail(where[p], problem))
+            out[where] = part.tz_localize(None).to_numpy()
+        return pd.DatetimeIndex(out, name=stamps.name).tz_localize("UTC")
     return _localized(stamps, tz, cells, fail)
+
+
+def symbol_groups(symbols: np.ndarray) -> dict[str, np.ndarray]:
+    """Row positions of each symbol, in order of first appearance."""
+    codes, uniques = pd.factorize(np.asarray(symbols))
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    return {str(u): order[bounds[i]:bounds[i + 1]] for i, u in enumerate(uniques)}
 
 
 def _localized(stamps: pd.DatetimeIndex, tz: str, cells: pd.Series, fail) -> pd.DatetimeIndex:

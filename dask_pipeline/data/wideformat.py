@@ -17,7 +17,7 @@ import pandas as pd
 
 from dask_pipeline.data.longformat import TIME_COLUMNS, header_key
 from dask_pipeline.data.timestamps import TimeFormat, parse_timestamps, to_utc
-from dask_pipeline.data.validate import BAR_COLUMNS, bars_error, first_row_problem
+from dask_pipeline.data.validate import BAR_COLUMNS, bars_error, first_row_problem, row_label
 from dask_pipeline.errors import DataError
 
 
@@ -64,7 +64,7 @@ def wide_bars(path: str | os.PathLike, fmt: TimeFormat = TimeFormat(), shown: st
         found = first_row_problem(bars, rows[have])
         if found is not None:
             p, problem = found
-            raise bars_error(shown, symbol, problem, row=f"{rows[have][p]} ({bars.index[p].isoformat()})")
+            raise bars_error(shown, symbol, problem, row=row_label(bars.index, p, rows[have]))
         out[symbol] = bars
     return out
 
