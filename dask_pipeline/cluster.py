@@ -577,7 +577,7 @@ def describe(client: Any) -> dict[str, Any]:
 
     ``kind`` is None for a client that ``connect`` did not make.
     """
-    info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
+    info = _scheduler_info(client)
     workers = info.get("workers", {})
     scheduler = info.get("address", client.scheduler.address)
     return {
@@ -589,15 +589,32 @@ def describe(client: Any) -> dict[str, Any]:
         "threads": sum(w.get("nthreads", 0) for w in workers.values()),
         "memory_limit": sum(w.get("memory_limit", 0) or 0 for w in workers.values()),
         "resources": _sum_resources(workers.values()),
-        "gpu_workers": sorted(a for a, w in workers.items() if "GPU" in (w.get("resources") or {})),
+        "gpu_workers": _gpu_addresses(workers),
         "note": getattr(client, "pipeline_note", ""),
     }
 
 
-def _takes_n_workers(client: Any) -> bool:
+def workers_of(client: Any) -> dict[str, dict[str, Any]]:
+    """Every worker the scheduler knows, by address (not only the first few it lists by default)."""
+    return _scheduler_info(client).get("workers", {})
+
+
+def gpu_worker_addresses(client: Any) -> list[str]:
+    """The addresses of the workers that offer the ``GPU`` resource, sorted."""
+    return _gpu_addresses(workers_of(client))
+
+
+def _gpu_addresses(workers: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted(a for a, w in workers.items() if "GPU" in (w.get("resources") or {}))
+
+
+def _scheduler_info(client: Any) -> dict[str, Any]:
     import inspect
 
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    # distributed before the n_workers argument lists every worker anyway.
+    if "n_workers" in inspect.signature(client.scheduler_info).parameters:
+        return client.scheduler_info(n_workers=-1)
+    return client.scheduler_info()
 
 
 def _serves_dashboard(link: str | None) -> bool:

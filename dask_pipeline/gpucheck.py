@@ -242,7 +242,7 @@ def research_run(out: Path, dry_run: bool, n_workers: int | None = None) -> list
     """The research study on ``local-cuda``, and where its scans and fits ran."""
     from distributed import get_task_stream
 
-    from dask_pipeline.cluster import connect
+    from dask_pipeline.cluster import connect, gpu_worker_addresses
     from dask_pipeline.runner import run
 
     n_workers = n_workers or (2 if dry_run else min(16, os.cpu_count() or 2))
@@ -250,9 +250,7 @@ def research_run(out: Path, dry_run: bool, n_workers: int | None = None) -> list
     lines: list[str] = []
     started = time.perf_counter()
     with connect(cfg.cluster) as client:
-        info = client.scheduler_info(n_workers=-1) if "n_workers" in _params(client.scheduler_info) \
-            else client.scheduler_info()  # fmt: skip
-        gpu_workers = {a for a, w in info["workers"].items() if "GPU" in (w.get("resources") or {})}
+        gpu_workers = set(gpu_worker_addresses(client))
         auto = client.run(_waves_auto, workers=sorted(gpu_workers)) if gpu_workers else {}
         with get_task_stream(client) as stream:
             result = run(cfg, client=client, echo=lines.append)
@@ -285,12 +283,6 @@ def _waves_auto() -> str:
     from dask_pipeline.waves.backends import get_backend
 
     return get_backend("auto").name
-
-
-def _params(func: Callable[..., Any]) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(func).parameters)
 
 
 # --------------------------------------------------------------------------- 5. XGBoost

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dask_pipeline.backtest import PORTFOLIO, BacktestConfig
+from dask_pipeline.cluster import gpu_worker_addresses
 from dask_pipeline.errors import DaskPipelineError
 from dask_pipeline.folds import Fold, plan_folds
 from dask_pipeline.models import LabelConfig, ModelConfig, resolve_device
@@ -53,14 +54,6 @@ AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
     "min": lambda v: float(np.min(v)),
 }
 
-
-
-def _has_gpu_workers(client: Any) -> bool:
-    try:
-        info = client.scheduler_info(n_workers=-1)  # every worker, not the first few
-    except TypeError:  # distributed before the n_workers argument lists them all anyway
-        info = client.scheduler_info()
-    return any("GPU" in (w.get("resources") or {}) for w in info["workers"].values())
 
 
 def run_fold(evaluate: Callable[..., dict[str, float]], job: bytes, k: int, bundle: tuple) -> dict[str, float]:
@@ -136,7 +129,7 @@ class StudyDriver:
         self.asked = 0
         # model.device: auto becomes cuda on a cluster with GPU workers (for a GPU model), whose
         # trials' folds then go to those workers; cuda without them stops here, before any trial.
-        self.gpu_workers = _has_gpu_workers(client)
+        self.gpu_workers = bool(gpu_worker_addresses(client))
         resolve_device(cfg.model, self.gpu_workers)
         self.pool = inputs.pool
         self._lengths = {s: len(stamps) for s, stamps in inputs.stamps.items()}
