@@ -132,6 +132,14 @@ class BarArrays:
             self._memo[key] = kernels.wilder_atr_nb(self.high, self.low, self.close, window)
         return self._memo[key]
 
+    def waves(self, mode: str, threshold: float, atr_period: int, lookback: int, up_to: int) -> tuple:
+        """The causal wave features (score, direction, position), computed once per call and zigzag."""
+        key = ("waves", mode, threshold, atr_period, lookback, up_to)
+        if key not in self._memo:
+            self._memo[key] = wave_features(self.high, self.low, self.close, mode, threshold, atr_period, lookback,
+                                            up_to)
+        return self._memo[key]
+
 
 # --- indicators: one function each --------------------------------------------------
 
@@ -225,27 +233,27 @@ def _beta(b: BarArrays, window):
 
 
 def _wave_score(b: BarArrays, lookback, threshold, atr_period, up_to):
-    return wave_features(b.high, b.low, b.close, "atr", threshold, atr_period, lookback, up_to)[:1]
+    return b.waves("atr", threshold, atr_period, lookback, up_to)[:1]
 
 
 def _wave_direction(b: BarArrays, lookback, threshold, atr_period, up_to):
-    return wave_features(b.high, b.low, b.close, "atr", threshold, atr_period, lookback, up_to)[1:2]
+    return b.waves("atr", threshold, atr_period, lookback, up_to)[1:2]
 
 
 def _wave_position(b: BarArrays, lookback, threshold, atr_period, up_to):
-    return wave_features(b.high, b.low, b.close, "atr", threshold, atr_period, lookback, up_to)[2:]
+    return b.waves("atr", threshold, atr_period, lookback, up_to)[2:]
 
 
 def _wave_score_pct(b: BarArrays, lookback, threshold, up_to):
-    return wave_features(b.high, b.low, b.close, "percent", threshold, 1, lookback, up_to)[:1]
+    return b.waves("percent", threshold, 1, lookback, up_to)[:1]
 
 
 def _wave_direction_pct(b: BarArrays, lookback, threshold, up_to):
-    return wave_features(b.high, b.low, b.close, "percent", threshold, 1, lookback, up_to)[1:2]
+    return b.waves("percent", threshold, 1, lookback, up_to)[1:2]
 
 
 def _wave_position_pct(b: BarArrays, lookback, threshold, up_to):
-    return wave_features(b.high, b.low, b.close, "percent", threshold, 1, lookback, up_to)[2:]
+    return b.waves("percent", threshold, 1, lookback, up_to)[2:]
 
 
 def _waves(pct=False):
